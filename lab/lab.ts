@@ -1,0 +1,154 @@
+// The lab's verbs: up (underlay, nodes, hosts, pods, servers), down, and node add/remove at
+// runtime. Everything the lab creates carries its prefix, so down — and up after a crash — finds
+// and removes it all even without a state file.
+import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ClusterObject } from '../mesh-control/model/types.ts';
+import { mapLimit } from './dial.ts';
+import { LabError } from './errors.ts';
+import { type LabLayout, labLayout } from './layout.ts';
+import { addNetns, deleteNetns, listNetns, netnsPids } from './netns.ts';
+import { backendFor, createLabNode, leaseNodeSubnet, type NodeNetworkSettings, releaseNodeSubnet } from './node.ts';
+import { type LabPlan, planLab, type PlannedHost, type PlannedPod } from './plan.ts';
+import { addPod } from './pod.ts';
+import { stopProcesses } from './processes.ts';
+import { controlSocket, servedPorts, startPodServer } from './servers.ts';
+import { type LabHostState, type LabNodeState, type LabPodState, type LabState, loadState, saveState } from './state.ts';
+import { attachToUnderlay, createUnderlay, planAttachment, type UnderlayMode } from './underlay.ts';
+
+/** Pods wired at once: each ADD is an exec into the node plus a few `ip` batches. */
+const POD_CONCURRENCY = 4;
+
+export interface LabUpOptions {
+  dir: string;
+  nodes: number;
+  clusterCIDR: string;
+  nodeMask: number;
+  underlay: UnderlayMode;
+  objects: ClusterObject[];
+  log?: (line: string) => void;
+}
+
+/** Kills every process in the lab's namespaces, deletes the namespaces and the lab directory. */
+export async function cleanupLab(layout: LabLayout): Promise<void> {
+  const names = await listNetns(layout.prefix);
+  const pids = (await Promise.all(names.map(netnsPids))).flat();
+  await stopProcesses(pids);
+  await Promise.all(names.map(deleteNetns));
+  // Only what the lab writes: WEFT_LAB_DIR may point somewhere shared by mistake.
+  await Promise.all(['state.json', 'leases', 'logs', 's', 'nodes'].map((e) => rm(join(layout.dir, e), { recursive: true, force: true })));
+  await rmdir(layout.dir).catch(() => undefined);
+}
+
+function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR' | 'nodeMask'>): NodeNetworkSettings {
+  return { underlay: state.underlay, backend: state.backend, clusterCIDR: state.clusterCIDR, nodeMask: state.nodeMask };
+}
+
+async function createHost(layout: LabLayout, underlay: UnderlayMode, host: PlannedHost, index: number): Promise<LabHostState> {
+  const netns = layout.hostNetns(host.name);
+  const at = planAttachment(underlay, 'host', index, host.ip);
+  await addNetns(netns);
+  await attachToUnderlay(layout.underlayNetns, underlay, netns, `hs${index}`, at);
+  const key = `host/${host.name}`;
+  const control = controlSocket(layout, key);
+  const pid = await startPodServer(layout, netns, key, host.ports, control);
+  return { name: host.name, index, ip: at.ip, ports: host.ports, netns, control, pid };
+}
+
+async function createPod(layout: LabLayout, node: LabNodeState, pod: PlannedPod): Promise<LabPodState> {
+  const netns = layout.podNetns(pod.namespace, pod.name);
+  const { ip, containerID } = await addPod(node, pod, netns);
+  const key = `${pod.namespace}/${pod.name}`;
+  const control = controlSocket(layout, key);
+  const pid = await startPodServer(layout, netns, key, pod.ports, control);
+  return { namespace: pod.namespace, name: pod.name, node: pod.node, ip, labels: pod.labels, ports: pod.ports, netns, containerID, control, pid };
+}
+
+async function createNodes(layout: LabLayout, s: NodeNetworkSettings, nodes: { name: string; index: number; podCIDR?: string }[]): Promise<LabNodeState[]> {
+  // Leases first and one at a time (stable subnet order); then the nodes in parallel.
+  const subnets: string[] = [];
+  for (const n of nodes) subnets.push(await leaseNodeSubnet(layout, s, n.name, addressOf(s.underlay, n.index), n.podCIDR));
+  return Promise.all(nodes.map((n, i) => createLabNode(layout, s, n.name, n.index, subnets[i])));
+}
+
+function addressOf(underlay: UnderlayMode, index: number): string {
+  return planAttachment(underlay, 'node', index).ip;
+}
+
+function warnings(plan: LabPlan): string[] {
+  const out: string[] = [];
+  for (const p of [...plan.pods.map((x) => ({ key: `${x.namespace}/${x.name}`, ports: x.ports })), ...plan.hosts.map((h) => ({ key: `host/${h.name}`, ports: h.ports }))]) {
+    for (const port of servedPorts(p.ports).sctp) out.push(`warning: ${p.key} declares SCTP port ${port}: not served (this kernel has no SCTP sockets)`);
+  }
+  return out;
+}
+
+export async function labUp(opts: LabUpOptions): Promise<LabState> {
+  const layout = labLayout(opts.dir);
+  const plan = planLab(opts.objects, opts.nodes);
+  for (const w of warnings(plan)) opts.log?.(w);
+  await cleanupLab(layout);
+  await Promise.all([layout.logDir, layout.sockDir, layout.leaseDir].map((d) => mkdir(d, { recursive: true })));
+  const state: LabState = {
+    dir: layout.dir, prefix: layout.prefix, underlay: opts.underlay, backend: backendFor(opts.underlay),
+    clusterCIDR: opts.clusterCIDR, nodeMask: opts.nodeMask, nodes: [], pods: [], hosts: [],
+  };
+  // Ctrl-C half-way through must not leave namespaces behind.
+  const interrupted = () => { void cleanupLab(layout).finally(() => process.exit(130)); };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    await createUnderlay(layout.underlayNetns, opts.underlay);
+    state.nodes = await createNodes(layout, settingsOf(state), plan.nodes.map((n, i) => ({ name: n.name, index: i + 1, podCIDR: n.podCIDR })));
+    await saveState(layout, state);
+    state.hosts = await Promise.all(plan.hosts.map((h, i) => createHost(layout, opts.underlay, h, i + 1)));
+    const byName = new Map(state.nodes.map((n) => [n.name, n]));
+    state.pods = await mapLimit(plan.pods, POD_CONCURRENCY, (p) => createPod(layout, byName.get(p.node) as LabNodeState, p));
+    await saveState(layout, state);
+    return state;
+  } catch (err) {
+    await cleanupLab(layout);
+    throw err;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  }
+}
+
+export async function labDown(dir: string): Promise<void> {
+  const layout = labLayout(dir);
+  const state = await loadState(layout).catch(() => undefined);
+  if (state) await stopProcesses([...state.nodes, ...state.pods, ...state.hosts].map((x) => x.pid ?? 0));
+  await cleanupLab(layout);
+}
+
+export async function labNodeAdd(dir: string, name: string): Promise<LabNodeState> {
+  const layout = labLayout(dir);
+  const state = await loadState(layout);
+  if (state.nodes.some((n) => n.name === name)) throw new LabError('WEFT_LAB_NODE', `failed to add node ${name}: it exists`);
+  const index = Math.max(0, ...state.nodes.map((n) => n.index)) + 1;
+  const [node] = await createNodes(layout, settingsOf(state), [{ name, index }]);
+  state.nodes.push(node);
+  await saveState(layout, state);
+  return node;
+}
+
+/**
+ * Removes a node like a machine switched off: its pods and process stop, its namespace goes, and
+ * its lease is released so every other node drops the route to its subnet.
+ */
+export async function labNodeRemove(dir: string, name: string): Promise<void> {
+  const layout = labLayout(dir);
+  const state = await loadState(layout);
+  const node = state.nodes.find((n) => n.name === name);
+  if (!node) throw new LabError('WEFT_LAB_NODE', `failed to remove node ${name}: no such node (nodes: ${state.nodes.map((n) => n.name).join(', ')})`);
+  const pods = state.pods.filter((p) => p.node === name);
+  await stopProcesses([node.pid ?? 0, ...pods.map((p) => p.pid ?? 0)]);
+  await releaseNodeSubnet(layout, settingsOf(state), name);
+  await Promise.all([...pods.map((p) => deleteNetns(p.netns)), deleteNetns(node.netns)]);
+  await rm(node.dir, { recursive: true, force: true });
+  state.nodes = state.nodes.filter((n) => n.name !== name);
+  state.pods = state.pods.filter((p) => p.node !== name);
+  await saveState(layout, state);
+}
+

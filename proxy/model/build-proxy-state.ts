@@ -1,0 +1,151 @@
+// Services + EndpointSlices + this node → the proxy's normalized view (ProxyState). Pure and
+// linear in the number of service ports and endpoints.
+import type { EndpointSlice, Node, ObjectMeta, Service, ServicePort } from '../../mesh-control/model/types.ts';
+import { SERVICE_NAME_LABEL } from '../../mesh-control/model/types.ts';
+import { contains, formatCidr, isIPv4, parseCidr, parseIPv4 } from '../../mesh-control/model/cidr.ts';
+import { categorizeEndpoints } from './categorize-endpoints.ts';
+import type { L4Protocol, ProxyEndpoint, ProxyServicePort, ProxyState } from './types.ts';
+
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+/** Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds (3 hours). */
+export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
+
+export interface ProxyStateInput {
+  services: readonly Service[];
+  endpointSlices: readonly EndpointSlice[];
+  /** The node this proxy runs on: its name decides which endpoints are local, its zone label topology. */
+  node: { metadata: ObjectMeta; status?: Node['status'] };
+  /** Default: the node's InternalIP and ExternalIP addresses. */
+  nodeIPs?: readonly string[];
+  /** The cluster's pod CIDR; without it no "off-cluster source" masquerade or pod short-circuit is written. */
+  clusterCIDR?: string;
+}
+
+const byAddress = (a: ProxyEndpoint, b: ProxyEndpoint): number => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0);
+
+/** Trims and normalizes; invalid entries are ignored, as kube-proxy ignores them. */
+function normalizeSourceRanges(ranges: readonly string[] | undefined): string[] {
+  const out: string[] = [];
+  for (const raw of ranges ?? []) {
+    const text = raw.trim();
+    try {
+      out.push(formatCidr(parseCidr(text.includes('/') ? text : `${text}/32`, false)));
+    } catch {
+      // An invalid range is an API validation problem, not a reason to drop the service.
+    }
+  }
+  return out;
+}
+
+function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, nodeName: string): ProxyEndpoint[] {
+  const portName = port.name ?? '';
+  const protocol = port.protocol ?? 'TCP';
+  const byAddr = new Map<string, ProxyEndpoint>();
+  for (const slice of slices) {
+    if (slice.addressType !== 'IPv4') continue;
+    // The slice's port carries the targetPort resolved for the pods in that slice, so a named
+    // targetPort resolves per endpoint.
+    const sp = slice.ports?.find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === protocol);
+    if (sp?.port === undefined) continue;
+    for (const ep of slice.endpoints) {
+      const ip = ep.addresses[0];
+      if (ip === undefined || !isIPv4(ip)) continue;
+      const c = ep.conditions ?? {};
+      const ready = c.ready ?? true;
+      const address = `${ip}:${sp.port}`;
+      const existing = byAddr.get(address);
+      if (existing && !ready) continue;
+      byAddr.set(address, {
+        ip,
+        port: sp.port,
+        address,
+        isLocal: ep.nodeName !== undefined && ep.nodeName === nodeName,
+        ready,
+        serving: c.serving ?? true,
+        terminating: c.terminating ?? false,
+        nodeName: ep.nodeName,
+        zone: ep.zone,
+        zoneHints: ep.hints?.forZones?.map((z) => z.name) ?? [],
+        nodeHints: ep.hints?.forNodes?.map((n) => n.name) ?? [],
+      });
+    }
+  }
+  return [...byAddr.values()].sort(byAddress);
+}
+
+export function buildProxyState(input: ProxyStateInput): ProxyState {
+  const nodeName = input.node.metadata.name;
+  const zone = input.node.metadata.labels?.[ZONE_LABEL];
+  const nodeIPs = input.nodeIPs ?? (input.node.status?.addresses ?? []).filter((a) => a.type !== 'Hostname').map((a) => a.address);
+  const slicesByService = new Map<string, EndpointSlice[]>();
+  for (const slice of input.endpointSlices) {
+    const svc = slice.metadata.labels?.[SERVICE_NAME_LABEL];
+    if (!svc) continue;
+    const key = `${slice.metadata.namespace ?? 'default'}/${svc}`;
+    const list = slicesByService.get(key);
+    if (list) list.push(slice);
+    else slicesByService.set(key, [slice]);
+  }
+
+  const servicePorts: ProxyServicePort[] = [];
+  let endpointCount = 0;
+  for (const svc of input.services) {
+    const spec = svc.spec;
+    const type = spec.type ?? 'ClusterIP';
+    const clusterIP = spec.clusterIP ?? spec.clusterIPs?.[0] ?? '';
+    // Headless and ExternalName services have no virtual IP to program.
+    if (type === 'ExternalName' || !isIPv4(clusterIP)) continue;
+    const namespace = svc.metadata.namespace ?? 'default';
+    const service = `${namespace}/${svc.metadata.name}`;
+    const slices = slicesByService.get(service) ?? [];
+    const externalIPs = (spec.externalIPs ?? []).filter(isIPv4);
+    const loadBalancerIPs = type === 'LoadBalancer' ? (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip ?? '').filter(isIPv4) : [];
+    const hasNodePorts = type === 'NodePort' || type === 'LoadBalancer';
+    const loadBalancerSourceRanges = loadBalancerIPs.length > 0 ? normalizeSourceRanges(spec.loadBalancerSourceRanges) : [];
+    const sourceRangesAllowNode = loadBalancerSourceRanges.some((r) => nodeIPs.some((ip) => isIPv4(ip) && contains(parseCidr(r), parseIPv4(ip))));
+    const affinityTimeoutSeconds = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS) : 0;
+    for (const port of spec.ports ?? []) {
+      const nodePort = hasNodePorts ? (port.nodePort ?? 0) : 0;
+      const externallyAccessible = nodePort !== 0 || externalIPs.length > 0 || loadBalancerIPs.length > 0;
+      const externalPolicyLocal = externallyAccessible && spec.externalTrafficPolicy === 'Local';
+      const internalPolicyLocal = spec.internalTrafficPolicy === 'Local';
+      // External traffic needs the Cluster set even under eTP=Local: pods and the node itself are
+      // short-circuited to all endpoints.
+      const usesClusterEndpoints = !internalPolicyLocal || externallyAccessible;
+      const usesLocalEndpoints = internalPolicyLocal || externalPolicyLocal;
+      const endpoints = endpointsForPort(slices, port, nodeName);
+      const cat = categorizeEndpoints(endpoints, { cluster: usesClusterEndpoints, local: usesLocalEndpoints }, nodeName, zone);
+      endpointCount += cat.reachableEndpoints.length;
+      const portName = port.name ?? '';
+      const key = portName ? `${service}:${portName}` : service;
+      const protocol = (port.protocol ?? 'TCP').toLowerCase() as L4Protocol;
+      servicePorts.push({
+        service,
+        namespace,
+        name: svc.metadata.name,
+        portName,
+        key,
+        id: `${key}/${protocol}`,
+        protocol,
+        clusterIP,
+        port: port.port,
+        nodePort,
+        externalIPs,
+        loadBalancerIPs,
+        loadBalancerSourceRanges,
+        sourceRangesAllowNode,
+        externalPolicyLocal,
+        internalPolicyLocal,
+        healthCheckNodePort: type === 'LoadBalancer' && externalPolicyLocal ? (spec.healthCheckNodePort ?? 0) : 0,
+        affinityTimeoutSeconds,
+        externallyAccessible,
+        ...cat,
+        localReadyEndpoints: endpoints.filter((ep) => ep.isLocal && ep.ready && !ep.terminating).length,
+        usesClusterEndpoints,
+        usesLocalEndpoints,
+      });
+    }
+  }
+  servicePorts.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { nodeName, nodeIPs, clusterCIDR: input.clusterCIDR, servicePorts, endpointCount };
+}

@@ -1,0 +1,125 @@
+// Kernel tests for the appliers: rulesets are applied inside throwaway `wt-` namespaces, read back,
+// and exercised with a real TCP connection through the ClusterIP. Never touches the host namespace.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
+import { iptablesRestoreFull, iptablesRestorePartial, renderIptables } from '../proxy/iptables/render.ts';
+import { ensureIptablesJumps, iptablesCanaryPresent, iptablesNatChains, iptablesRestore, iptablesSave } from '../proxy/iptables/apply.ts';
+import { hash16 } from '../proxy/iptables/chain-names.ts';
+import { hashName, nftFullScript, nftIncrementalScript, renderNftables } from '../proxy/nftables/render.ts';
+import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
+import type { Service } from '../mesh-control/model/types.ts';
+import { createNetns, netnsSkipReason, type Netns } from './helpers/netns.ts';
+import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
+
+const skip = netnsSkipReason();
+const p80 = [{ name: 'p80', port: 80, protocol: 'TCP' as const }];
+
+function state(endpoints: string[]) {
+  const services: Service[] = [
+    makeService('ns1', 'svc1', { clusterIP: '172.30.0.41', ports: p80 }),
+    makeService('ns1', 'empty', { clusterIP: '172.30.0.46', ports: p80 }),
+    makeService('ns1', 'lb', { type: 'LoadBalancer', clusterIP: '172.30.0.45', ports: [{ ...p80[0], nodePort: 30080 }], sessionAffinity: 'ClientIP', loadBalancerSourceRanges: ['203.0.113.0/25'] }, ['5.6.7.8']),
+  ];
+  const slices = [makeSlice('ns1', 'svc1', endpoints.map((ip) => ({ addresses: [ip] }))), makeSlice('ns1', 'lb', endpoints.map((ip) => ({ addresses: [ip] })))];
+  return buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR });
+}
+
+/** A node namespace: a veth pair carrying the node IP and the service range, and an "endpoint" address on lo serving TCP 80. */
+async function nodeNamespace(label: string): Promise<{ ns: Netns; server: ChildProcess }> {
+  const ns = await createNetns(label);
+  try {
+    await ns.ip('link', 'add', 'wtv0', 'type', 'veth', 'peer', 'name', 'wtv1');
+    await ns.ip('addr', 'add', `${TEST_NODE_IP}/24`, 'dev', 'wtv0');
+    await ns.ip('link', 'set', 'wtv0', 'up');
+    await ns.ip('link', 'set', 'wtv1', 'up');
+    await ns.ip('route', 'add', '172.30.0.0/16', 'dev', 'wtv0');
+    await ns.ip('addr', 'add', '10.180.0.1/32', 'dev', 'lo');
+    const server = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e',
+      "require('net').createServer((s)=>s.end('ok')).listen(80,'10.180.0.1',()=>console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('server did not start in 10 s')), 10_000);
+      server.stdout?.once('data', () => { clearTimeout(t); resolve(); });
+    });
+    return { ns, server };
+  } catch (err) {
+    await ns.remove();
+    throw err;
+  }
+}
+
+/** Connects from inside the namespace; "ok" on success, else the error code. */
+async function connect(ns: Netns, ip: string, port: number): Promise<string> {
+  const r = await ns.exec(process.execPath, ['-e',
+    `const s=require('net').connect(${port},'${ip}');s.setTimeout(3000,()=>{console.log('TIMEOUT');process.exit(0)});s.on('data',d=>{console.log(String(d));process.exit(0)});s.on('error',e=>{console.log(e.code);process.exit(0)})`], { timeoutMs: 10_000 });
+  return r.stdout.trim();
+}
+
+describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  let env: { ns: Netns; server: ChildProcess } | undefined;
+  beforeAll(async () => { env = await nodeNamespace('ipt'); });
+  afterAll(async () => {
+    env?.server.kill();
+    await env?.ns.remove();
+  });
+
+  it('applies a full ruleset, serves the ClusterIP, rejects an empty service, then a partial sync removes stale chains', async () => {
+    const opts = { netns: env!.ns.name };
+    const first = renderIptables(state(['10.180.0.1', '10.180.0.99']), {});
+    await iptablesRestore(iptablesRestoreFull(first, await iptablesNatChains(opts)), opts);
+    await ensureIptablesJumps('WEFT', opts);
+    await ensureIptablesJumps('WEFT', opts);
+    const nat = await iptablesSave('nat', opts);
+    expect(nat).toContain(`:WEFT-SVC-${hash16('ns1/svc1:p80tcp')}`);
+    expect(nat.match(/-A OUTPUT .*-j WEFT-SERVICES/g)).toHaveLength(1);
+    expect(await iptablesCanaryPresent('WEFT', opts)).toBe(true);
+
+    const second = renderIptables(state(['10.180.0.1']), {});
+    await iptablesRestore(iptablesRestorePartial(second, first), opts);
+    const after = await iptablesSave('nat', opts);
+    expect(after).not.toContain(hash16('ns1/svc1:p80tcp10.180.0.99:80'));
+    expect(after).toContain(hash16('ns1/svc1:p80tcp10.180.0.1:80'));
+
+    expect(await connect(env!.ns, '172.30.0.41', 80)).toBe('ok');
+    expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
+  });
+
+  it('reports the rejected line', async () => {
+    const bad = '*nat\n:WEFT-X - [0:0]\n-A WEFT-X -j WEFT-NOWHERE\nCOMMIT\n';
+    await expect(iptablesRestore(bad, { netns: env!.ns.name })).rejects.toThrow(/^failed to apply iptables rules in netns wt-\S+: .*WEFT-NOWHERE.* \(line \d: (COMMIT|-A WEFT-X -j WEFT-NOWHERE)\)$/);
+  });
+});
+
+describe.skipIf(skip)(`nftables applier in a wt- namespace${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  let env: { ns: Netns; server: ChildProcess } | undefined;
+  beforeAll(async () => { env = await nodeNamespace('nft'); });
+  afterAll(async () => {
+    env?.server.kill();
+    await env?.ns.remove();
+  });
+
+  it('applies a full table, serves the ClusterIP, then an incremental transaction removes a stale endpoint', async () => {
+    const opts = { netns: env!.ns.name };
+    const first = renderNftables(state(['10.180.0.1', '10.180.0.99']), { serviceCIDRs: ['172.30.0.0/16'] });
+    await nftApply(nftFullScript(first), opts);
+    await nftApply(nftFullScript(first), opts);
+    const gone = `endpoint-${hashName('ns1/svc1/tcp/p80__10.180.0.99/80')}`;
+    expect(await nftListTable('weft', opts)).toContain(gone);
+
+    const second = renderNftables(state(['10.180.0.1']), { serviceCIDRs: ['172.30.0.0/16'] });
+    await nftApply(nftIncrementalScript(second, first), opts);
+    const listed = await nftListTable('weft', opts) ?? '';
+    expect(listed).not.toContain(gone);
+    expect(listed).toContain('numgen random mod 1');
+    expect(listed).toMatch(/set affinity-\w+-ns1\/lb\/tcp\/p80__10\.180\.0\.1\/80/);
+
+    expect(await connect(env!.ns, '172.30.0.41', 80)).toBe('ok');
+    expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
+    // A port the ClusterIP does not serve is refused; an unallocated service IP is dropped.
+    expect(await connect(env!.ns, '172.30.0.41', 81)).toBe('ECONNREFUSED');
+  });
+
+  it('reports the rejected line', async () => {
+    await expect(nftApply('add table ip weft\nadd rule ip weft nowhere accept\n', { netns: env!.ns.name })).rejects.toThrow(/failed to apply nftables transaction in netns wt-.*line 2: add rule ip weft nowhere accept/);
+  });
+});
