@@ -6,6 +6,12 @@ type Main = (argv: string[]) => Promise<number>;
 const commands: Record<string, { summary: string; load: () => Promise<Main> }> = {
   cni: { summary: 'install or serve the CNI plugin (weft cni install|serve)', load: async () => (await import('../cni/cli.ts')).main },
   lab: { summary: 'a cluster on this machine in network namespaces (weft lab up|down|status|probe|exec|node)', load: async () => (await import('../lab/cli.ts')).main },
+  agent: { summary: 'the node agent: service proxy, node network and CNI backend (weft agent --node NAME --mode iptables|nftables)', load: async () => (await import('../proxy/agent/cli.ts')).main },
+  control: { summary: 'run the control service (weft control [--data-dir DIR | --etcd-endpoints URLS] [--listen HOST:PORT])', load: async () => (await import('../mesh-control/cli.ts')).control },
+  apply: { summary: 'create or update objects from YAML (weft apply -f FILE_OR_DIR)', load: async () => (await import('../mesh-control/cli.ts')).apply },
+  get: { summary: 'list objects (weft get KIND [NAME] [-o yaml|json])', load: async () => (await import('../mesh-control/cli.ts')).get },
+  delete: { summary: 'delete objects named in YAML (weft delete -f FILE_OR_DIR)', load: async () => (await import('../mesh-control/cli.ts')).remove },
+  status: { summary: "every node's sync state (version, last ACK, lag)", load: async () => (await import('../mesh-control/cli.ts')).status },
 };
 
 function usage(): string {

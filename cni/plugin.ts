@@ -3,6 +3,7 @@
 // state here or below; every request opens what it needs.
 import { decodeConfig, parseCommand, parseEnv, parseNetConf } from './config.ts';
 import { renderError, toCniError } from './errors.ts';
+import type { IpRunner } from './link/apply.ts';
 import { cmdAdd } from './verbs/add.ts';
 import { cmdCheck } from './verbs/check.ts';
 import { cmdDel } from './verbs/del.ts';
@@ -12,6 +13,8 @@ import { SUPPORTED_VERSIONS, versionResult } from './version.ts';
 
 export interface PluginRequest { env: Record<string, string | undefined>; stdin: string }
 export interface PluginResponse { exitCode: number; stdout: string; stderr: string }
+/** What the long-lived daemon lends a verb; the exec'd plugin uses the defaults. */
+export interface PluginDeps { ip?: IpRunner }
 
 const ABOUT = `weft-cni: weft CNI plugin (bridge + node-subnet IPAM), CNI spec versions ${SUPPORTED_VERSIONS.join(', ')}\n`;
 
@@ -24,7 +27,7 @@ function requestedVersion(stdin: string): string | undefined {
   }
 }
 
-export async function runPlugin(req: PluginRequest): Promise<PluginResponse> {
+export async function runPlugin(req: PluginRequest, deps: PluginDeps = {}): Promise<PluginResponse> {
   let version: string = requestedVersion(req.stdin) ?? SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.length - 1];
   let verb = req.env.CNI_COMMAND ?? '';
   try {
@@ -38,9 +41,9 @@ export async function runPlugin(req: PluginRequest): Promise<PluginResponse> {
     version = conf.cniVersion;
     switch (command) {
       case 'ADD':
-        return { exitCode: 0, stdout: JSON.stringify(await cmdAdd(env, conf)), stderr: '' };
+        return { exitCode: 0, stdout: JSON.stringify(await cmdAdd(env, conf, deps.ip)), stderr: '' };
       case 'DEL':
-        await cmdDel(env, conf);
+        await cmdDel(env, conf, deps.ip);
         break;
       case 'CHECK':
         await cmdCheck(env, conf);
@@ -49,7 +52,7 @@ export async function runPlugin(req: PluginRequest): Promise<PluginResponse> {
         await cmdStatus(conf);
         break;
       case 'GC':
-        await cmdGc(conf);
+        await cmdGc(conf, deps.ip);
         break;
     }
     return { exitCode: 0, stdout: '', stderr: '' };

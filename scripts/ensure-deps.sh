@@ -15,6 +15,7 @@ have conntrack || need+=(conntrack)
 have ipset || need+=(ipset)
 have etcd || need+=(etcd-server)
 have cc || need+=(gcc)
+have openssl || need+=(openssl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 if [ "$purpose" = bench ]; then
   have haproxy || need+=(haproxy)

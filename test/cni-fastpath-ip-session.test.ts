@@ -33,6 +33,8 @@ describe.skipIf(!isRoot)('ip session pool (root)', () => {
     expect(warm.code).toBe(1);
     expect(warm.stderr).toBe(cold.stderr);
     expect(warm.stderr).toMatch(/File exists\nCommand failed -:2\n$/);
+    // Like `ip -b -`, the batch stops at the failed line: wtd1 was never set up.
+    expect(links()).toMatch(/^wtd1 +DOWN/m);
     // Later batches on the same sessions are numbered from 1 again.
     const next = await pool.run(['link set wtd0 down', 'link del wtd-none']);
     expect(next.stderr).toMatch(/Command failed -:2\n$/);

@@ -91,6 +91,9 @@ describe('weft cni install', () => {
     [['install', '--conf-dir', conf], 'flag --bin-dir is required'],
     [[...base, '--subnets', '10.244.3.0/24'], 'unknown flag --subnets'],
     [['uninstall'], 'unknown cni command "uninstall"'],
+    [['serve', '--socket', 'cni.sock'], 'flag --socket: "cni.sock" is not an absolute path'],
+    [['serve', '--subnet', '10.244.3.0/24', '--node', 'a'], 'flag --node cannot be combined with --subnet'],
+    [['serve', '--bin-dir', '/x'], 'unknown flag --bin-dir'],
   ];
   it.each(bad)('rejects %j', async (argv, message) => {
     const err = await main(argv).then(() => undefined, (e: unknown) => e);

@@ -1,27 +1,25 @@
-// Long-lived `ip -force -b -` processes for the daemon's node-namespace batches. Spawning `ip`
-// from Node costs ~2-3 ms on a loaded 2-core node (fork of a large process, exec, dynamic
-// linking); a warm session runs the same batch in well under 1 ms. Measured: node-side ADD batch
-// 3.3 ms cold vs 0.8 ms warm; veth delete 21 ms cold vs 18 ms warm (bench/cni/README.md).
+// Long-lived `ip -b -` processes for the daemon's node-namespace batches. Spawning `ip` from
+// Node costs ~2-3 ms on a loaded 2-core node (fork of a large process, exec, dynamic linking);
+// a warm session runs the same batch in well under 1 ms. Measured: node-side ADD batch 3.3 ms
+// cold vs 0.8 ms warm; veth delete 21 ms cold vs 18 ms warm (cni/shim/README.md).
 //
-// A session reads batch lines from a pipe and never exits. After each batch it is sent a marker
-// command that always fails (`link show dev <unused name>`); ip reports every failed line as
-// "Command failed -:N" on unbuffered stderr, so the marker's report marks the end of the batch,
-// and any earlier report names the failed line. With -force ip runs every line of a batch even
-// after one fails (a plain `ip -b` stops there); the result still names the first failed line,
-// with N renumbered from 1 per batch, exactly as `ip -b -` would print it.
+// A session reads batch lines from a pipe. ip flushes stdout after every batch command, so a
+// marker command with known output (`link show dev lo`) written after the batch tells when the
+// batch is done. A failing line ends the process exactly as it ends a plain `ip -b -` (later lines
+// never run): the result is ip's exit code and stderr, with "Command failed -:N" renumbered from
+// 1 for this batch; the next batch gets a fresh session. (A batch whose own output ended like the
+// marker's would end early; node-side batches print nothing.)
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { runCommand, type CommandResult } from '../exec.ts';
-
-export interface IpRunner {
-  /** Runs the lines as one batch in this process's network namespace; same result as `ip -b -`. */
-  run(lines: string[]): Promise<CommandResult>;
-}
+import type { IpRunner } from '../link/apply.ts';
 
 export interface IpSessionPool extends IpRunner {
   close(): Promise<void>;
 }
 
-const MARKER_PREFIX = 'wtmark';
+const MARKER = 'link show dev lo';
+/** The marker's output, at the very end of stdout. */
+const MARKER_OUTPUT = /(?:^|\n)\d+: lo: [^\n]*\n\s+link\/loopback [^\n]*\n$/;
 const BATCH_TIMEOUT_MS = 30_000;
 
 interface Session {
@@ -30,40 +28,46 @@ interface Session {
   alive: boolean;
   /** Lines written so far: ip numbers batch lines from 1 for the life of the process. */
   lineNo: number;
+  stdout: string;
   stderr: string;
-  onStderr?: () => void;
+  exitCode: number | null;
+  onEvent?: () => void;
 }
 
 function spawnSession(command: string, globalArgs: string[]): Session {
-  const child = spawn(command, [...globalArgs, '-force', '-b', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const session: Session = { child, busy: false, alive: true, lineNo: 0, stderr: '' };
-  child.stdout.resume();
+  const child = spawn(command, [...globalArgs, '-b', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const session: Session = { child, busy: false, alive: true, lineNo: 0, stdout: '', stderr: '', exitCode: null };
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    session.stdout += d;
+    session.onEvent?.();
+  });
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     session.stderr += d;
-    session.onStderr?.();
   });
   child.stdin.on('error', () => {});
-  const die = () => {
+  child.on('error', (err) => {
+    session.stderr += `${command}: ${err.message}\n`;
+  });
+  // 'close' comes after both pipes are drained, so stderr is complete.
+  child.on('close', (code) => {
     session.alive = false;
-    session.onStderr?.();
-  };
-  child.on('error', die);
-  child.on('exit', die);
+    session.exitCode = code;
+    session.onEvent?.();
+  });
   return session;
 }
 
-/** Runs one batch on an idle session; resolves when ip has reported the batch's marker. */
+/** Runs one batch on an idle, live session. */
 function runOn(session: Session, lines: string[]): Promise<CommandResult> {
   session.busy = true;
   const first = session.lineNo + 1;
-  const marker = first + lines.length;
-  session.lineNo = marker;
+  session.lineNo += lines.length + 1;
+  session.stdout = '';
   session.stderr = '';
-  const done = new RegExp(`^Command failed -:${marker}\\n`, 'm');
   return new Promise<CommandResult>((resolve) => {
     const finish = (result: CommandResult) => {
       clearTimeout(timer);
-      session.onStderr = undefined;
+      session.onEvent = undefined;
       session.busy = false;
       resolve(result);
     };
@@ -72,26 +76,24 @@ function runOn(session: Session, lines: string[]): Promise<CommandResult> {
       session.child.kill('SIGKILL');
       finish({ code: 1, stdout: '', stderr: `ip session: no answer within ${BATCH_TIMEOUT_MS} ms\n` });
     }, BATCH_TIMEOUT_MS);
-    session.onStderr = () => {
-      const end = done.exec(session.stderr);
-      if (!end) {
-        if (!session.alive) finish({ code: 1, stdout: '', stderr: `${session.stderr}ip session exited during the batch\n` });
-        return;
+    session.onEvent = () => {
+      const end = MARKER_OUTPUT.exec(session.stdout);
+      if (end) {
+        finish({ code: 0, stdout: session.stdout.slice(0, end.index === 0 ? 0 : end.index + 1), stderr: session.stderr });
+      } else if (!session.alive) {
+        const stderr = session.stderr.replace(/^Command failed -:(\d+)$/gm, (_, n: string) => `Command failed -:${Number(n) - first + 1}`);
+        finish({ code: session.exitCode || 1, stdout: session.stdout, stderr: stderr || 'ip session exited during the batch\n' });
       }
-      // Everything before the marker's own error line belongs to the batch.
-      const before = session.stderr.slice(0, end.index);
-      const markerError = before.lastIndexOf(`"${MARKER_PREFIX}${marker}"`);
-      const own = (markerError === -1 ? before : before.slice(0, before.lastIndexOf('\n', markerError) + 1));
-      const stderr = own.replace(/^Command failed -:(\d+)$/gm, (_, n: string) => `Command failed -:${Number(n) - first + 1}`);
-      finish({ code: /^Command failed -:/m.test(stderr) ? 1 : 0, stdout: '', stderr });
     };
-    session.child.stdin.write(`${lines.join('\n')}\nlink show dev ${MARKER_PREFIX}${marker}\n`);
+    session.child.stdin.write(`${lines.join('\n')}\n${MARKER}\n`);
   });
 }
 
 /**
- * `size` warm sessions; a batch that finds them all busy runs as a plain `ip -b -` exec, so
- * concurrency is never limited by the pool. A session that dies is replaced on next use.
+ * `size` warm sessions; a batch that finds them all busy runs as a plain `ip -b -` exec instead of
+ * waiting: concurrent veth deletions overlap their RCU waits in the kernel, so queueing them
+ * behind a few sessions was measured slower (50 concurrent DELs: 850-910 ms vs 460-530 ms).
+ * A session that dies is replaced on next use.
  */
 export function createIpSessionPool(opts: { size?: number; command?: string; globalArgs?: string[] } = {}): IpSessionPool {
   const command = opts.command ?? 'ip';

@@ -9,6 +9,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname } from 'node:path';
 import { CNI_ERRORS } from '../errors.ts';
 import { runPlugin, type PluginRequest, type PluginResponse } from '../plugin.ts';
+import { createIpSessionPool, type IpSessionPool } from './ip-session.ts';
 import {
   decodeRequest, encodeAcceptedHeader, encodeRefused, encodeResult, Limits, ProtocolError,
 } from './protocol.ts';
@@ -19,7 +20,7 @@ export type CniHandler = (req: PluginRequest) => Promise<PluginResponse>;
 
 export interface CniDaemonOptions {
   socketPath: string;
-  /** Runs one CNI verb; defaults to runPlugin from cni/plugin.ts. */
+  /** Runs one CNI verb; defaults to runPlugin from cni/plugin.ts with warm `ip` sessions. */
   handler?: CniHandler;
   /** A peer that has not finished sending its request within this bound is dropped. */
   readTimeoutMs?: number;
@@ -34,7 +35,10 @@ export interface CniDaemon {
 
 export function createCniDaemon(opts: CniDaemonOptions): CniDaemon {
   const { socketPath } = opts;
-  const handler = opts.handler ?? runPlugin;
+  // The daemon lives in the node namespace for good: its node-side `ip` batches go to warm
+  // `ip -b -` sessions instead of an exec each (cni/shim/README.md has the figures).
+  let ipPool: IpSessionPool | undefined;
+  const handler: CniHandler = opts.handler ?? ((req) => runPlugin(req, { ip: ipPool }));
   const readTimeoutMs = opts.readTimeoutMs ?? 10_000;
   const log = opts.log ?? (() => {});
   const inflight = new Set<Promise<void>>();
@@ -53,7 +57,9 @@ export function createCniDaemon(opts: CniDaemonOptions): CniDaemon {
       return;
     }
     if (req.netns !== ownNetns) {
-      socket.end(encodeRefused(`wrong network namespace: shim runs in ${req.netns || '(unknown)'}, daemon in ${ownNetns}`));
+      const reason = `wrong network namespace: shim runs in ${req.netns || '(unknown)'}, daemon in ${ownNetns}`;
+      log(`cni daemon: refused ${req.env.CNI_COMMAND ?? 'a request'}: ${reason}`);
+      socket.end(encodeRefused(reason));
       return;
     }
     // Sent before the verb runs: from here on the shim must not rerun the verb itself.
@@ -123,6 +129,7 @@ export function createCniDaemon(opts: CniDaemonOptions): CniDaemon {
     async start() {
       if (server) throw new Error(`failed to start CNI daemon on ${socketPath}: already started`);
       ownNetns = readlinkSync('/proc/self/ns/net');
+      if (!opts.handler) ipPool = createIpSessionPool();
       await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
       await removeStaleSocket();
       const srv = createServer({ allowHalfOpen: true }, (socket) => {
@@ -146,6 +153,8 @@ export function createCniDaemon(opts: CniDaemonOptions): CniDaemon {
       server = undefined;
       const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
       await Promise.all([closed, ...inflight]);
+      await ipPool?.close();
+      ipPool = undefined;
       // libuv unlinks the socket it bound on close; this covers the case where it did not, without
       // ever removing a socket some later daemon bound at the same path.
       const st = await lstat(socketPath).catch(() => undefined);

@@ -4,6 +4,16 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { failureText, runCommand, type CommandResult } from '../exec.ts';
 
+/** Runs batch lines in the current (node) namespace; the daemon passes warm `ip -b -` sessions. */
+export interface IpRunner {
+  run(lines: string[]): Promise<CommandResult>;
+}
+
+/** Plain `ip -b -` per batch: what the exec'd plugin uses. */
+export const execIpRunner: IpRunner = {
+  run: (lines) => runCommand('ip', ['-b', '-'], `${lines.join('\n')}\n`),
+};
+
 export interface BatchFailure {
   /** 0-based index of the failed line, or -1 when ip failed before running any line. */
   line: number;
@@ -18,10 +28,15 @@ export function podIpCommand(netnsPath: string): { file: string; args: string[] 
   return { file: 'nsenter', args: [`--net=${netnsPath}`, 'ip'] };
 }
 
-/** Runs `lines` as one `ip -b -`; undefined on success. */
-export async function runIpBatch(lines: string[], netnsPath?: string): Promise<BatchFailure | undefined> {
-  const cmd = netnsPath ? podIpCommand(netnsPath) : { file: 'ip', args: [] };
-  const r = await runCommand(cmd.file, [...cmd.args, '-b', '-'], lines.join('\n') + '\n');
+/** Runs `lines` as one batch, in the node namespace (through `ip`) or in a pod's; undefined on success. */
+export async function runIpBatch(lines: string[], netnsPath?: string, ip: IpRunner = execIpRunner): Promise<BatchFailure | undefined> {
+  let r: CommandResult;
+  if (netnsPath) {
+    const cmd = podIpCommand(netnsPath);
+    r = await runCommand(cmd.file, [...cmd.args, '-b', '-'], lines.join('\n') + '\n');
+  } else {
+    r = await ip.run(lines);
+  }
   if (r.code === 0) return undefined;
   return batchFailure(r, lines);
 }
@@ -38,9 +53,9 @@ export function linkExists(name: string): boolean {
 }
 
 /** Deletes a link in the current netns; a link that is already gone is success. */
-export async function deleteLink(name: string): Promise<void> {
+export async function deleteLink(name: string, ip: IpRunner = execIpRunner): Promise<void> {
   if (!linkExists(name)) return;
-  const r = await runCommand('ip', ['link', 'del', name]);
+  const r = await ip.run([`link del ${name}`]);
   if (r.code !== 0 && linkExists(name)) throw new Error(`failed to delete link ${name}: ${failureText(r)}`);
 }
 

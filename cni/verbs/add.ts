@@ -6,7 +6,7 @@ import { formatIPv4 } from '../../mesh-control/model/cidr.ts';
 import type { CmdEnv, NetConf } from '../config.ts';
 import { CniError, cniError, toCniError } from '../errors.ts';
 import { assertAssignable, openAddressStore } from '../ipam/store.ts';
-import { deleteLink, linkExists, runIpBatch, writeSysctl, type BatchFailure } from '../link/apply.ts';
+import { deleteLink, execIpRunner, linkExists, runIpBatch, writeSysctl, type BatchFailure, type IpRunner } from '../link/apply.ts';
 import { hostVethMac, hostVethName, macFromIPv4 } from '../link/names.ts';
 import { renderBridgeCreate, renderNodeSide, renderPodSide, VETH_CREATE_LINE } from '../link/render.ts';
 import { addPortMappings, removePortMappings } from '../portmap/apply.ts';
@@ -19,9 +19,9 @@ function kernelError(what: string, f: BatchFailure): never {
 }
 
 /** Creates the bridge when missing (another ADD may race us: "File exists" is fine). */
-async function ensureBridge(bridge: string, mac: string): Promise<void> {
+async function ensureBridge(bridge: string, mac: string, ipRunner: IpRunner): Promise<void> {
   if (!linkExists(bridge)) {
-    const failed = await runIpBatch(renderBridgeCreate(bridge, mac));
+    const failed = await runIpBatch(renderBridgeCreate(bridge, mac), undefined, ipRunner);
     if (failed && !linkExists(bridge)) kernelError(`create bridge ${bridge}`, failed);
   }
   try {
@@ -31,7 +31,7 @@ async function ensureBridge(bridge: string, mac: string): Promise<void> {
   }
 }
 
-export async function cmdAdd(env: CmdEnv, conf: NetConf): Promise<CniResult> {
+export async function cmdAdd(env: CmdEnv, conf: NetConf, ipRunner: IpRunner = execIpRunner): Promise<CniResult> {
   const subnet = await requireNodeSubnet(conf);
   const gateway = subnet.network + 1;
   const key = { containerID: env.containerID, ifname: env.ifname };
@@ -44,15 +44,15 @@ export async function cmdAdd(env: CmdEnv, conf: NetConf): Promise<CniResult> {
   if (conf.requestedIPs.length > 0) assertAssignable(range, conf.requestedIPs[0]);
   const undo = createRollback();
   try {
-    await ensureBridge(conf.bridge, bridgeMac);
+    await ensureBridge(conf.bridge, bridgeMac, ipRunner);
     const node = { bridge: conf.bridge, gatewayCidr: `${formatIPv4(gateway)}/${subnet.prefix}`, hostVeth, hostMac, ifname: env.ifname, mtu: conf.mtu, netnsPath: env.netns };
-    let failed = await runIpBatch(renderNodeSide(node));
+    let failed = await runIpBatch(renderNodeSide(node), undefined, ipRunner);
     if (failed && failed.line < VETH_CREATE_LINE && !linkExists(conf.bridge)) {
       // The bridge vanished between the check and the batch: recreate it once.
-      await ensureBridge(conf.bridge, bridgeMac);
-      failed = await runIpBatch(renderNodeSide(node));
+      await ensureBridge(conf.bridge, bridgeMac, ipRunner);
+      failed = await runIpBatch(renderNodeSide(node), undefined, ipRunner);
     }
-    if (failed && failed.line > VETH_CREATE_LINE) undo.push(`delete host veth ${hostVeth}`, () => deleteLink(hostVeth));
+    if (failed && failed.line > VETH_CREATE_LINE) undo.push(`delete host veth ${hostVeth}`, () => deleteLink(hostVeth, ipRunner));
     if (failed && failed.line === VETH_CREATE_LINE && /File exists/.test(failed.cause)) {
       if (linkExists(hostVeth)) {
         throw cniError('WEFT_CNI_INTERFACE_EXISTS', `host veth ${hostVeth} for ${key.containerID}/${key.ifname} already exists (ADD repeated without DEL?)`);
@@ -60,7 +60,7 @@ export async function cmdAdd(env: CmdEnv, conf: NetConf): Promise<CniResult> {
       throw cniError('WEFT_CNI_INTERFACE_EXISTS', `interface ${env.ifname} already exists in ${env.netns}`);
     }
     if (failed) kernelError(`create veth ${hostVeth} for ${env.ifname} in ${env.netns} on bridge ${conf.bridge}`, failed);
-    if (!failed) undo.push(`delete host veth ${hostVeth}`, () => deleteLink(hostVeth));
+    if (!failed) undo.push(`delete host veth ${hostVeth}`, () => deleteLink(hostVeth, ipRunner));
 
     const ip = store.reserve(key, range, conf.requestedIPs[0]);
     undo.push(`release ${formatIPv4(ip)}`, () => store.release(key, formatIPv4(ip)));

@@ -3,12 +3,12 @@
 import type { NetConf } from '../config.ts';
 import { cniError } from '../errors.ts';
 import { openAddressStore } from '../ipam/store.ts';
-import { deleteLink } from '../link/apply.ts';
+import { deleteLink, execIpRunner, type IpRunner } from '../link/apply.ts';
 import { hostVethName } from '../link/names.ts';
 import { listPortmapBases, removeChains } from '../portmap/apply.ts';
 import { portmapChainBase } from '../portmap/render.ts';
 
-export async function cmdGc(conf: NetConf): Promise<void> {
+export async function cmdGc(conf: NetConf, ipRunner: IpRunner = execIpRunner): Promise<void> {
   const valid = conf.validAttachments ?? [];
   const validKeys = new Set(valid.map((a) => `${a.containerID}\0${a.ifname}`));
   const store = openAddressStore({ dataDir: conf.dataDir, network: conf.name });
@@ -26,7 +26,7 @@ export async function cmdGc(conf: NetConf): Promise<void> {
   for (const a of allocations) {
     if (validKeys.has(`${a.containerID}\0${a.ifname}`)) continue;
     await attempt(`release ${a.ip} of ${a.containerID}/${a.ifname}`, () => store.release(a, a.ip));
-    await attempt(`delete host veth of ${a.containerID}/${a.ifname}`, () => deleteLink(hostVethName(a.containerID, a.ifname)));
+    await attempt(`delete host veth of ${a.containerID}/${a.ifname}`, () => deleteLink(hostVethName(a.containerID, a.ifname), ipRunner));
   }
   const keep = new Set(valid.map(portmapChainBase));
   await attempt('remove stale port mappings', async () => {
