@@ -3,21 +3,25 @@ import { spawn } from 'node:child_process';
 import { choiceFlag, intFlag, parseArgs, type ParsedArgs, UsageError } from '../cli/args.ts';
 import { parseCidr } from '../mesh-control/model/cidr.ts';
 import { loadManifests } from '../mesh-control/model/parse.ts';
-import { formatMatrix, formatStatus } from './format.ts';
+import { type DeleteKind, labApply, labDelete } from './apply.ts';
+import { formatLoad, formatMatrix, formatStatus, serviceRows } from './format.ts';
 import { labDown, labNodeAdd, labNodeRemove, labUp } from './lab.ts';
 import { labDirFromEnv, labLayout } from './layout.ts';
-import { nodeAgentMain } from './node-agent.ts';
-import { probe, probeMatrix } from './probe.ts';
+import { type LoadProbeResult, probe, probeMatrix, type ProbeResult } from './probe.ts';
 import { loadState, type LabState } from './state.ts';
 import { resolveEndpoint } from './targets.ts';
 
 const USAGE = `usage: weft lab <command> [flags]   (lab directory: $WEFT_LAB_DIR, default /run/weft/lab)
 
-  up --nodes N [--cluster-cidr CIDR] [--node-mask BITS] [--underlay l2|routed] -f FILE_OR_DIR
+  up --nodes N [--cluster-cidr CIDR] [--node-mask BITS] [--underlay l2|routed] [--proxy-mode nftables|iptables]
+     [--service-cidr CIDR] -f FILE_OR_DIR
   status [--output json]
-  probe --from NS/POD|host/NAME --to NS/POD|IP|host/NAME --port P [--protocol TCP|UDP] [--timeout-ms MS] [--output json]
+  probe --from NS/POD|host/NAME|node/NAME --to NS/POD|host/NAME|node/NAME|NS/SERVICE|svc/NS/SERVICE|IP
+        [--port P] [--protocol TCP|UDP] [--timeout-ms MS] [--count N [--concurrency C] [--keep-alive] [--duration-ms MS]] [--output json]
   probe --matrix --port P [--protocol TCP|UDP] [--timeout-ms MS] [--output json]
-  exec NS/POD|host/NAME -- CMD [ARGS]
+  apply -f FILE_OR_DIR
+  delete pod|deployment|service NS/NAME
+  exec NS/POD|host/NAME|node/NAME -- CMD [ARGS]
   node add NAME | node remove NAME
   down
 `;
@@ -40,7 +44,7 @@ function cidrFlag(args: ParsedArgs, name: string, fallback: string): string {
 }
 
 async function up(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['nodes', 'cluster-cidr', 'node-mask', 'underlay', 'file', 'output'], aliases: { f: 'file', o: 'output' } });
+  const args = parseArgs(argv, { values: ['nodes', 'cluster-cidr', 'node-mask', 'underlay', 'proxy-mode', 'service-cidr', 'file', 'output'], aliases: { f: 'file', o: 'output' } });
   const file = args.flags.get('file');
   if (!file) throw new UsageError('lab up: flag -f FILE_OR_DIR is required');
   const nodeMask = intFlag(args, 'node-mask', 24, 8, 30);
@@ -53,6 +57,8 @@ async function up(argv: string[]): Promise<number> {
     clusterCIDR,
     nodeMask,
     underlay: choiceFlag(args, 'underlay', ['l2', 'routed'] as const, 'l2'),
+    proxyMode: choiceFlag(args, 'proxy-mode', ['nftables', 'iptables'] as const, 'nftables'),
+    serviceCIDR: cidrFlag(args, 'service-cidr', '10.96.0.0/16'),
     objects,
     log: (line) => process.stderr.write(`${line}\n`),
   });
@@ -66,6 +72,8 @@ function statusJSON(state: LabState) {
     nodes: state.nodes.map((n) => ({ name: n.name, podCIDR: n.podCIDR, address: n.address })),
     pods: state.pods.map((p) => ({ namespace: p.namespace, name: p.name, node: p.node, ip: p.ip, ports: p.ports })),
     hosts: state.hosts.map((h) => ({ name: h.name, ip: h.ip })),
+    proxyMode: state.proxyMode,
+    services: serviceRows(state),
   };
 }
 
@@ -78,15 +86,18 @@ async function status(argv: string[]): Promise<number> {
 }
 
 async function probeCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['from', 'to', 'port', 'protocol', 'timeout-ms', 'output'], booleans: ['matrix'], aliases: { o: 'output' } });
-  if (!args.flags.has('port')) throw new UsageError('lab probe: flag --port is required');
-  const port = intFlag(args, 'port', 0, 1, 65535);
-  const protocol = choiceFlag(args, 'protocol', ['TCP', 'UDP'] as const, 'TCP');
+  const args = parseArgs(argv, {
+    values: ['from', 'to', 'port', 'protocol', 'timeout-ms', 'count', 'concurrency', 'duration-ms', 'output'],
+    booleans: ['matrix', 'keep-alive'], aliases: { o: 'output' },
+  });
+  const port = args.flags.has('port') ? intFlag(args, 'port', 0, 1, 65535) : undefined;
+  const protocol = args.flags.has('protocol') ? choiceFlag(args, 'protocol', ['TCP', 'UDP'] as const, 'TCP') : undefined;
   const timeoutMs = intFlag(args, 'timeout-ms', 2_000, 1, 60_000);
   const state = await loadState(labLayout(labDirFromEnv()));
   if (args.booleans.has('matrix')) {
     if (args.flags.has('from') || args.flags.has('to')) throw new UsageError('lab probe: --matrix probes every endpoint; drop --from/--to');
-    const m = await probeMatrix(state, port, protocol, timeoutMs);
+    if (port === undefined) throw new UsageError('lab probe --matrix: flag --port is required');
+    const m = await probeMatrix(state, port, protocol ?? 'TCP', timeoutMs);
     if (wantsJSON(args)) json(m);
     else out(formatMatrix(m));
     // A matrix is a report (some pairs are expected to fail, e.g. a LabHost to pods): exit 0.
@@ -95,17 +106,46 @@ async function probeCommand(argv: string[]): Promise<number> {
   const from = args.flags.get('from');
   const to = args.flags.get('to');
   if (!from || !to) throw new UsageError('lab probe: flags --from and --to are required (or --matrix)');
-  const r = await probe(state, from, to, port, protocol, timeoutMs);
+  const r = await probe(state, from, to, {
+    port, protocol, timeoutMs,
+    count: intFlag(args, 'count', 1, 1, 1_000_000),
+    concurrency: intFlag(args, 'concurrency', 1, 1, 256),
+    keepAlive: args.booleans.has('keep-alive'),
+    durationMs: intFlag(args, 'duration-ms', 60_000, 1, 600_000),
+  });
   if (wantsJSON(args)) json(r);
-  else out(r.ok ? `${r.from} -> ${r.to} ${protocol}/${port}: ok, answered by ${r.answeredBy}, client address ${r.clientAddress}\n` : `${r.from} -> ${r.to} ${protocol}/${port}: FAIL (${r.error})\n`);
-  return r.ok ? 0 : 1;
+  else if ('requests' in r) out(formatLoad(r));
+  else {
+    const head = `${r.from} -> ${r.to} ${r.protocol}/${r.port}`;
+    const answer = r.answeredBy ? `answered by ${r.answeredBy}, client address ${r.clientAddress}` : `HTTP ${r.httpStatus}: ${r.body}`;
+    out(r.ok ? `${head}: ok, ${answer}\n` : `${head}: FAIL (${r.error}${r.body ? `: ${r.body}` : ''})\n`);
+  }
+  return 'requests' in r ? ((r as LoadProbeResult).failed === 0 ? 0 : 1) : ((r as ProbeResult).ok ? 0 : 1);
+}
+
+async function apply(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['file'], aliases: { f: 'file' } });
+  const file = args.flags.get('file');
+  if (!file) throw new UsageError('lab apply: flag -f FILE_OR_DIR is required');
+  const summary = await labApply(labDirFromEnv(), await loadManifests(file), (line) => out(`${line}\n`));
+  out(`applied: ${summary.created.length} pods created, ${summary.updated.length} relabeled, ${summary.terminated.length} terminated\n`);
+  return 0;
+}
+
+async function remove(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, {});
+  const [kind, key, ...extra] = args.positionals;
+  const kinds = ['pod', 'deployment', 'service'];
+  if (!key || extra.length || !kinds.includes(kind)) throw new UsageError('usage: weft lab delete pod|deployment|service NS/NAME');
+  await labDelete(labDirFromEnv(), kind as DeleteKind, key, (line) => out(`${line}\n`));
+  return 0;
 }
 
 async function exec(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {});
   if (args.positionals.length !== 1 || args.rest.length === 0) throw new UsageError('usage: weft lab exec NS/POD|host/NAME -- CMD [ARGS]');
   const state = await loadState(labLayout(labDirFromEnv()));
-  const { netns } = resolveEndpoint(state, args.positionals[0], false);
+  const { netns } = resolveEndpoint(state, args.positionals[0]);
   const child = spawn('ip', ['netns', 'exec', netns as string, ...args.rest], { stdio: 'inherit' });
   return new Promise((resolve, reject) => {
     child.on('error', reject);
@@ -135,7 +175,7 @@ async function down(argv: string[]): Promise<number> {
 }
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
-  up, down, status, probe: probeCommand, exec, node, 'node-agent': nodeAgentMain,
+  up, down, status, probe: probeCommand, apply, delete: remove, exec, node,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -8,12 +8,15 @@ import { mapLimit } from './dial.ts';
 import { LabError } from './errors.ts';
 import { type LabLayout, labLayout } from './layout.ts';
 import { addNetns, deleteNetns, listNetns, netnsPids } from './netns.ts';
-import { backendFor, createLabNode, leaseNodeSubnet, type NodeNetworkSettings, releaseNodeSubnet } from './node.ts';
+import { writeClusterFile } from './cluster-file.ts';
+import { syncExternalRoutes } from './external-routes.ts';
+import { backendFor, leaseNodeSubnet, type NodeNetworkSettings, prepareLabNode, releaseNodeSubnet, startNodeAgent } from './node.ts';
 import { type LabPlan, planLab, type PlannedHost, type PlannedPod } from './plan.ts';
 import { addPod } from './pod.ts';
 import { stopProcesses } from './processes.ts';
 import { controlSocket, servedPorts, startPodServer } from './servers.ts';
-import { type LabHostState, type LabNodeState, type LabPodState, type LabState, loadState, saveState } from './state.ts';
+import { allocateServices, DEFAULT_SERVICE_CIDR } from './service-addresses.ts';
+import { type LabHostState, type LabNodeState, type LabPodState, type LabState, loadState, type ProxyMode, saveState } from './state.ts';
 import { attachToUnderlay, createUnderlay, planAttachment, type UnderlayMode } from './underlay.ts';
 
 /** Pods wired at once: each ADD is an exec into the node plus a few `ip` batches. */
@@ -25,6 +28,9 @@ export interface LabUpOptions {
   clusterCIDR: string;
   nodeMask: number;
   underlay: UnderlayMode;
+  proxyMode: ProxyMode;
+  /** Default 10.96.0.0/16. */
+  serviceCIDR?: string;
   objects: ClusterObject[];
   log?: (line: string) => void;
 }
@@ -36,12 +42,22 @@ export async function cleanupLab(layout: LabLayout): Promise<void> {
   await stopProcesses(pids);
   await Promise.all(names.map(deleteNetns));
   // Only what the lab writes: WEFT_LAB_DIR may point somewhere shared by mistake.
-  await Promise.all(['state.json', 'leases', 'logs', 's', 'nodes'].map((e) => rm(join(layout.dir, e), { recursive: true, force: true })));
+  await Promise.all(['state.json', 'cluster.json', 'leases', 'logs', 's', 'nodes'].map((e) => rm(join(layout.dir, e), { recursive: true, force: true })));
   await rmdir(layout.dir).catch(() => undefined);
 }
 
-function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR' | 'nodeMask'>): NodeNetworkSettings {
-  return { underlay: state.underlay, backend: state.backend, clusterCIDR: state.clusterCIDR, nodeMask: state.nodeMask };
+function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR' | 'nodeMask' | 'proxyMode'>): NodeNetworkSettings {
+  return { underlay: state.underlay, backend: state.backend, clusterCIDR: state.clusterCIDR, nodeMask: state.nodeMask, proxyMode: state.proxyMode };
+}
+
+/**
+ * Makes a change of the lab visible: the state file, cluster.json (which the agents follow) and
+ * the outside hosts' routes to LoadBalancer IPs and externalIPs.
+ */
+export async function publish(layout: LabLayout, state: LabState): Promise<void> {
+  await saveState(layout, state);
+  await writeClusterFile(layout, state);
+  await syncExternalRoutes(layout, state);
 }
 
 async function createHost(layout: LabLayout, underlay: UnderlayMode, host: PlannedHost, index: number): Promise<LabHostState> {
@@ -55,20 +71,31 @@ async function createHost(layout: LabLayout, underlay: UnderlayMode, host: Plann
   return { name: host.name, index, ip: at.ip, ports: host.ports, netns, control, pid };
 }
 
-async function createPod(layout: LabLayout, node: LabNodeState, pod: PlannedPod): Promise<LabPodState> {
+export async function createPod(layout: LabLayout, node: LabNodeState, pod: PlannedPod): Promise<LabPodState> {
   const netns = layout.podNetns(pod.namespace, pod.name);
   const { ip, containerID } = await addPod(node, pod, netns);
   const key = `${pod.namespace}/${pod.name}`;
   const control = controlSocket(layout, key);
   const pid = await startPodServer(layout, netns, key, pod.ports, control);
-  return { namespace: pod.namespace, name: pod.name, node: pod.node, ip, labels: pod.labels, ports: pod.ports, netns, containerID, control, pid };
+  return {
+    namespace: pod.namespace, name: pod.name, node: pod.node, ip, labels: pod.labels, ports: pod.ports, netns, containerID, control, pid,
+    ...(pod.owner ? { owner: pod.owner } : {}), ...(pod.graceSeconds !== undefined ? { graceSeconds: pod.graceSeconds } : {}),
+  };
 }
 
-async function createNodes(layout: LabLayout, s: NodeNetworkSettings, nodes: { name: string; index: number; podCIDR?: string }[]): Promise<LabNodeState[]> {
-  // Leases first and one at a time (stable subnet order); then the nodes in parallel.
+/**
+ * Leases (one at a time: stable subnet order), then the node namespaces, then — once cluster.json
+ * names every node — their agents, in parallel.
+ */
+async function createNodes(layout: LabLayout, state: LabState, nodes: { name: string; index: number; podCIDR?: string }[]): Promise<LabNodeState[]> {
+  const s = settingsOf(state);
   const subnets: string[] = [];
   for (const n of nodes) subnets.push(await leaseNodeSubnet(layout, s, n.name, addressOf(s.underlay, n.index), n.podCIDR));
-  return Promise.all(nodes.map((n, i) => createLabNode(layout, s, n.name, n.index, subnets[i])));
+  const created = await Promise.all(nodes.map((n, i) => prepareLabNode(layout, s, n.name, n.index, subnets[i])));
+  state.nodes.push(...created);
+  await publish(layout, state);
+  await Promise.all(created.map(async (n) => { n.pid = await startNodeAgent(layout, s, n); }));
+  return created;
 }
 
 function addressOf(underlay: UnderlayMode, index: number): string {
@@ -87,11 +114,16 @@ export async function labUp(opts: LabUpOptions): Promise<LabState> {
   const layout = labLayout(opts.dir);
   const plan = planLab(opts.objects, opts.nodes);
   for (const w of warnings(plan)) opts.log?.(w);
+  const serviceCIDR = opts.serviceCIDR ?? DEFAULT_SERVICE_CIDR;
+  // Before anything is built: a Service asking for a taken or out-of-range address fails fast.
+  const services = allocateServices([], plan.services, serviceCIDR);
   await cleanupLab(layout);
   await Promise.all([layout.logDir, layout.sockDir, layout.leaseDir].map((d) => mkdir(d, { recursive: true })));
   const state: LabState = {
     dir: layout.dir, prefix: layout.prefix, underlay: opts.underlay, backend: backendFor(opts.underlay),
     clusterCIDR: opts.clusterCIDR, nodeMask: opts.nodeMask, nodes: [], pods: [], hosts: [],
+    proxyMode: opts.proxyMode, serviceCIDR, services, endpointSlices: plan.endpointSlices, deployments: plan.deployments,
+    networkPolicies: plan.networkPolicies, namespaces: plan.namespaces,
   };
   // Ctrl-C half-way through must not leave namespaces behind.
   const interrupted = () => { void cleanupLab(layout).finally(() => process.exit(130)); };
@@ -99,12 +131,13 @@ export async function labUp(opts: LabUpOptions): Promise<LabState> {
   process.once('SIGTERM', interrupted);
   try {
     await createUnderlay(layout.underlayNetns, opts.underlay);
-    state.nodes = await createNodes(layout, settingsOf(state), plan.nodes.map((n, i) => ({ name: n.name, index: i + 1, podCIDR: n.podCIDR })));
+    // Agents first (each has the CNI daemon its pods need), then hosts and pods.
+    await createNodes(layout, state, plan.nodes.map((n, i) => ({ name: n.name, index: i + 1, podCIDR: n.podCIDR })));
     await saveState(layout, state);
     state.hosts = await Promise.all(plan.hosts.map((h, i) => createHost(layout, opts.underlay, h, i + 1)));
     const byName = new Map(state.nodes.map((n) => [n.name, n]));
     state.pods = await mapLimit(plan.pods, POD_CONCURRENCY, (p) => createPod(layout, byName.get(p.node) as LabNodeState, p));
-    await saveState(layout, state);
+    await publish(layout, state);
     return state;
   } catch (err) {
     await cleanupLab(layout);
@@ -127,8 +160,7 @@ export async function labNodeAdd(dir: string, name: string): Promise<LabNodeStat
   const state = await loadState(layout);
   if (state.nodes.some((n) => n.name === name)) throw new LabError('WEFT_LAB_NODE', `failed to add node ${name}: it exists`);
   const index = Math.max(0, ...state.nodes.map((n) => n.index)) + 1;
-  const [node] = await createNodes(layout, settingsOf(state), [{ name, index }]);
-  state.nodes.push(node);
+  const [node] = await createNodes(layout, state, [{ name, index }]);
   await saveState(layout, state);
   return node;
 }
@@ -149,6 +181,6 @@ export async function labNodeRemove(dir: string, name: string): Promise<void> {
   await rm(node.dir, { recursive: true, force: true });
   state.nodes = state.nodes.filter((n) => n.name !== name);
   state.pods = state.pods.filter((p) => p.node !== name);
-  await saveState(layout, state);
+  await publish(layout, state);
 }
 

@@ -15,6 +15,8 @@ export interface LabLayout {
   /** `wl<4 hex>-`: starts every namespace name of this lab. */
   prefix: string;
   stateFile: string;
+  /** The cluster as the agents read it (`weft agent --state`): a List written atomically. */
+  clusterFile: string;
   leaseDir: string;
   logDir: string;
   /** Unix sockets of the pod servers (short paths: sun_path holds 108 bytes). */
@@ -33,6 +35,7 @@ export function labLayout(dir: string): LabLayout {
     dir: abs,
     prefix,
     stateFile: join(abs, 'state.json'),
+    clusterFile: join(abs, 'cluster.json'),
     leaseDir: join(abs, 'leases'),
     logDir: join(abs, 'logs'),
     sockDir: join(abs, 's'),

@@ -1,6 +1,6 @@
 // A lab node: a network namespace on the underlay with its own directory as if it were a separate
 // machine (bin/ and net.d/ from `weft cni install`, ipam/), a subnet lease, and one long-lived node
-// process inside it (the CNI daemon and the node network, see nodeAgentArgv).
+// process inside it: `weft agent` (service proxy, CNI daemon and node network, see agentArgv).
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { installCni } from '../cni/install.ts';
@@ -8,9 +8,9 @@ import type { Backend } from '../cni/node-network/render.ts';
 import { vtepMAC } from '../cni/node-network/render.ts';
 import { createSubnetAllocator, openLeaseStore } from '../mesh-control/leases/index.ts';
 import type { LabLayout } from './layout.ts';
-import { addNetns } from './netns.ts';
+import { addNetns, ipBatch } from './netns.ts';
 import { distEntry, startInNetns } from './processes.ts';
-import type { LabNodeState } from './state.ts';
+import type { LabNodeState, ProxyMode } from './state.ts';
 import { attachToUnderlay, planAttachment, UNDERLAY_DEVICE, type UnderlayMode } from './underlay.ts';
 
 export interface NodeNetworkSettings {
@@ -18,6 +18,7 @@ export interface NodeNetworkSettings {
   backend: Backend;
   clusterCIDR: string;
   nodeMask: number;
+  proxyMode: ProxyMode;
 }
 
 /** host-gw needs the nodes on one L2 segment; a routed underlay needs the VXLAN overlay. */
@@ -41,21 +42,26 @@ export async function releaseNodeSubnet(layout: LabLayout, s: NodeNetworkSetting
   await allocator.release(node);
 }
 
-/** The node's long-lived process (the lead may move this onto `weft cni serve --node ...`). */
-export function nodeAgentArgv(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): string[] {
-  return [process.execPath, distEntry('weft.mjs'), 'lab', 'node-agent',
-    '--node', node.name, '--lease-dir', layout.leaseDir, '--socket', join(node.dir, 'cni.sock'),
+/** The node's one long-lived process: `weft agent`, reading the cluster from the lab's cluster.json. */
+export function agentArgv(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): string[] {
+  return [process.execPath, distEntry('weft.mjs'), 'agent',
+    '--node', node.name, '--mode', s.proxyMode, '--state', layout.clusterFile,
     '--cluster-cidr', s.clusterCIDR, '--node-mask', String(s.nodeMask), '--backend', s.backend,
+    '--cni-socket', join(node.dir, 'cni.sock'), '--lease-dir', layout.leaseDir,
     '--underlay-device', UNDERLAY_DEVICE, '--underlay-ip', node.address];
 }
 
-/** Builds the node up to a running node process; the caller has leased its subnet already. */
-export async function createLabNode(layout: LabLayout, s: NodeNetworkSettings, name: string, index: number, podCIDR: string): Promise<LabNodeState> {
+/** Builds the node up to its installed CNI config; the caller has leased its subnet already. */
+export async function prepareLabNode(layout: LabLayout, s: NodeNetworkSettings, name: string, index: number, podCIDR: string): Promise<LabNodeState> {
   const netns = layout.nodeNetns(name);
   const dir = layout.nodeDir(name);
   const at = planAttachment(s.underlay, 'node', index);
   await addNetns(netns);
   await attachToUnderlay(layout.underlayNetns, s.underlay, netns, `nd${index}`, at);
+  // A node reaches ClusterIPs and LB IPs from its own namespace only with a route for them (the
+  // proxy's OUTPUT rules run after the route lookup): real nodes have a default route; on an l2
+  // underlay, without a gateway, it is the underlay link itself.
+  if (!at.gateway) await ipBatch(netns, [`route add default dev ${UNDERLAY_DEVICE}`], `add the default route of node ${name}`);
   await mkdir(join(dir, 'ipam'), { recursive: true });
   const { conflist } = await installCni({
     binDir: join(dir, 'bin'), confDir: join(dir, 'net.d'), node: name, leaseDir: layout.leaseDir,
@@ -63,7 +69,10 @@ export async function createLabNode(layout: LabLayout, s: NodeNetworkSettings, n
     // Pods must fit their packets into the VXLAN device's MTU (the underlay's minus 50).
     ...(s.backend === 'vxlan' ? { mtu: 1450 } : {}),
   });
-  const node: LabNodeState = { name, index, podCIDR, address: at.ip, netns, dir, conflist };
-  node.pid = await startInNetns(netns, nodeAgentArgv(layout, s, node), join(layout.logDir, `node-${name}.log`), `node process of ${name}`);
-  return node;
+  return { name, index, podCIDR, address: at.ip, netns, dir, conflist };
+}
+
+/** Starts the node's agent; resolves to its pid once it is ready. */
+export function startNodeAgent(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): Promise<number> {
+  return startInNetns(node.netns, agentArgv(layout, s, node), join(layout.logDir, `node-${node.name}.log`), `agent of node ${node.name}`);
 }

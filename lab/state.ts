@@ -1,7 +1,7 @@
 // The lab's record of what it created, read by every `weft lab` command after `up`. Written
 // atomically (temp file + rename) so a concurrent reader never sees half a file.
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import type { ContainerPort } from '../mesh-control/model/types.ts';
+import type { ContainerPort, Deployment, EndpointSlice, Namespace, NetworkPolicy, Service } from '../mesh-control/model/types.ts';
 import type { Backend } from '../cni/node-network/render.ts';
 import { LabError } from './errors.ts';
 import type { LabLayout } from './layout.ts';
@@ -32,6 +32,12 @@ export interface LabPodState {
   /** Unix socket of the pod's server, through which probes are sent from inside the pod. */
   control: string;
   pid?: number;
+  /** The Deployment that owns the pod (its replica count decides whether the pod stays). */
+  owner?: string;
+  /** spec.terminationGracePeriodSeconds (Kubernetes' default 30 when absent). */
+  graceSeconds?: number;
+  /** Set when the pod is terminating: its endpoint turns ready:false, serving:true, terminating:true. */
+  deletionTimestamp?: string;
 }
 
 export interface LabHostState {
@@ -44,6 +50,8 @@ export interface LabHostState {
   pid?: number;
 }
 
+export type ProxyMode = 'iptables' | 'nftables';
+
 export interface LabState {
   dir: string;
   prefix: string;
@@ -54,6 +62,16 @@ export interface LabState {
   nodes: LabNodeState[];
   pods: LabPodState[];
   hosts: LabHostState[];
+  /** How each node's agent programs Services. */
+  proxyMode: ProxyMode;
+  serviceCIDR: string;
+  /** Services as the API server stores them: clusterIP, nodePorts and LB ingress allocated. */
+  services: Service[];
+  /** EndpointSlices the user wrote (derived ones are computed on every write of cluster.json). */
+  endpointSlices: EndpointSlice[];
+  deployments: Deployment[];
+  networkPolicies: NetworkPolicy[];
+  namespaces: Namespace[];
 }
 
 export async function loadState(layout: LabLayout): Promise<LabState> {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run demo`: a 3-node cluster in network namespaces from examples/ — nodes, their pod subnets,
-# the pods, a cross-node probe and a TCP connectivity matrix — then tears it all down (also on
-# failure or Ctrl-C). Needs root; touches nothing outside the namespaces it creates.
+# pods and Services, the pod connectivity matrix, then Services at work: a ClusterIP spreading load
+# over its pods, a NodePort and a LoadBalancer reached from an outside host — then tears it all
+# down (also on failure or Ctrl-C). Needs root; touches nothing outside the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh demo
@@ -13,16 +14,21 @@ weft() { node dist/weft.mjs "$@"; }
 trap 'weft lab down' EXIT
 trap 'exit 130' INT TERM
 
-echo "== weft lab up --nodes 3 -f examples/"
+echo "== weft lab up --nodes 3 -f examples/   (one weft agent per node, nftables mode)"
 weft lab up --nodes 3 -f examples
-echo
-echo "== a pod on node3 calls the db pod on node2: the server sees the caller's own address (no NAT)"
-weft lab probe --from shop/web-1 --to shop/db --port 8080
-echo "== and the outside host sees the caller's node address (masqueraded on the way out)"
-weft lab probe --from shop/web-1 --to host/outside --port 8080
 echo
 echo "== TCP connectivity matrix on port 8080 (the outside host reaches pods only through Services)"
 weft lab probe --matrix --port 8080 --protocol TCP
 echo
-echo "== UDP to the dns pod"
-weft lab probe --from shop/web-0 --to shop/dns --port 53 --protocol UDP
+echo "== 30 requests from shop/db to the web Service's ClusterIP, a new connection each: who answered"
+weft lab probe --from shop/db --to shop/web --count 30
+echo
+echo "== the dns Service over UDP, from a pod and from a node"
+weft lab probe --from shop/web-0 --to svc/shop/dns --protocol UDP
+weft lab probe --from node/node3 --to svc/shop/dns --protocol UDP
+echo
+echo "== from outside: a NodePort (source NATed to the node), and a LoadBalancer IP with"
+echo "   externalTrafficPolicy Local (the pod sees the outside host's own address)"
+weft lab probe --from host/outside --to 172.30.0.11 --port 30080
+lb=$(weft lab status --output json | node -e 'const s=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(s.services.find((x)=>x.service==="shop/web-public").external[0])')
+weft lab probe --from host/outside --to "$lb" --port 80

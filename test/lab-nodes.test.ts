@@ -3,7 +3,8 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labLayout } from '../lab/layout.ts';
-import { dialFrom } from '../lab/probe.ts';
+import type { DialResult } from '../lab/dial.ts';
+import { requestFrom } from '../lab/probe.ts';
 import { resolveEndpoint } from '../lab/targets.ts';
 import { loadState } from '../lab/state.ts';
 import { createTestLab, labSkipReason, type LabStatus, podYAML, type TestLab } from './helpers/lab.ts';
@@ -34,7 +35,7 @@ describe.skipIf(skip)(`lab node add/remove${skip ? ` (skipped: ${skip})` : ''}`,
       it('keeps pods on the remaining nodes connected while nodes come and go', async () => {
         const layout = labLayout(lab.dir);
         const state = await loadState(layout);
-        const [a, c] = ['default/a', 'default/c'].map((k) => resolveEndpoint(state, k, false));
+        const [a, c] = ['default/a', 'default/c'].map((k) => resolveEndpoint(state, k));
         const routes = () => execFileSync('ip', ['-n', layout.nodeNetns('node1'), 'route', 'show', 'proto', '87'], { encoding: 'utf8' });
         // Probe a<->c continuously (bounded: at most 600 rounds or until stopped) during the changes.
         let stop = false;
@@ -43,7 +44,7 @@ describe.skipIf(skip)(`lab node add/remove${skip ? ` (skipped: ${skip})` : ''}`,
         const prober = (async () => {
           while (!stop && rounds < 600) {
             rounds++;
-            const [ac, ca] = await Promise.all([dialFrom(a, [{ ip: c.ip, port: 80, protocol: 'TCP', timeoutMs: 1000 }]), dialFrom(c, [{ ip: a.ip, port: 80, protocol: 'TCP', timeoutMs: 1000 }])]);
+            const [ac, ca] = await Promise.all([requestFrom<DialResult[]>(a, [{ ip: c.ip, port: 80, protocol: 'TCP', timeoutMs: 1000 }], 6000), requestFrom<DialResult[]>(c, [{ ip: a.ip, port: 80, protocol: 'TCP', timeoutMs: 1000 }], 6000)]);
             for (const r of [...ac, ...ca]) if (!r.ok || (r.clientAddress !== a.ip && r.clientAddress !== c.ip)) failures.push(JSON.stringify(r));
             await new Promise((r) => setTimeout(r, 20));
           }

@@ -1,5 +1,6 @@
 // The lab on a routed underlay: nodes share no L2 segment, so pod traffic between nodes must go
-// through the VXLAN overlay (weft.1) and still keep its source address.
+// through the VXLAN overlay (weft.1) and still keep its source address; LoadBalancer IPs reach the
+// announcing node through the underlay router.
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labLayout } from '../lab/layout.ts';
@@ -14,7 +15,8 @@ describe.skipIf(skip)(`lab on a routed underlay${skip ? ` (skipped: ${skip})` : 
   beforeAll(async () => {
     lab = await createTestLab();
     const dir = await lab.manifests({
-      'pods.yaml': ['a', 'b', 'c', 'd'].map((n) => podYAML(n, { tcp: [80], udp: [53] })).join(''),
+      'pods.yaml': ['a', 'b', 'c', 'd'].map((n) => podYAML(n, { tcp: [80], udp: [53], labels: { app: 'web' } })).join(''),
+      'svc.yaml': 'apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector:\n    app: web\n  ports:\n    - port: 8000\n      targetPort: 80\n',
       'host.yaml': 'apiVersion: weft.dev/v1alpha1\nkind: LabHost\nmetadata:\n  name: gw\nspec:\n  ip: 192.0.2.10\n  ports:\n    - containerPort: 80\n',
     });
     status = await lab.json<LabStatus>(['up', '--nodes', '3', '--underlay', 'routed', '--cluster-cidr', '10.50.0.0/16', '--node-mask', '25', '-f', dir]);
@@ -50,5 +52,13 @@ describe.skipIf(skip)(`lab on a routed underlay${skip ? ` (skipped: ${skip})` : 
     expect(r).toMatchObject({ ok: true, answeredBy: 'default/c', clientAddress: ip('a') });
     const h = await lab.json<ProbeJSON>(['probe', '--from', 'default/b', '--to', 'host/gw', '--port', '80']);
     expect(h).toMatchObject({ ok: true, clientAddress: '172.30.2.2' });
+  });
+
+  it('reaches a LoadBalancer IP from the outside host through the underlay router, keeping its address', async () => {
+    const layout = labLayout(lab.dir);
+    const routes = execFileSync('ip', ['-n', layout.underlayNetns, 'route', 'show', 'proto', '77'], { encoding: 'utf8' });
+    expect(routes.trim()).toBe('172.30.255.1 via 172.30.1.2 dev nd1');
+    const r = await lab.json<ProbeJSON>(['probe', '--from', 'host/gw', '--to', '172.30.255.1', '--port', '8000']);
+    expect(r).toMatchObject({ ok: true, answeredBy: expect.stringMatching(/^default\/[ad]$/), clientAddress: '192.0.2.10' });
   });
 });

@@ -13,6 +13,10 @@ function render(services: Service[], slices: EndpointSlice[], opts: NftablesRend
   return { ruleset, script };
 }
 
+/** Elements of one map across all service ports, as key → value. */
+const elementsOf = (ruleset: ReturnType<typeof renderNftables>, map: string): Record<string, string> =>
+  Object.fromEntries([...ruleset.services.values()].flatMap((s) => s.elements.filter((e) => e[0] === map).map((e) => [e[1], e[2]])));
+
 const p80 = [{ name: 'p80', port: 80, protocol: 'TCP' as const }];
 const svc1 = `service-${hashName('ns1/svc1/tcp/p80')}`;
 const ep = (ip: string, port = 80) => `endpoint-${hashName(`ns1/svc1/tcp/p80__${ip}/${port}`)}`;
@@ -36,14 +40,12 @@ describe('nftables render', () => {
       `add chain ip weft ${ep('10.180.0.2')}`,
       `add chain ip weft ${svc1}`,
       'add element ip weft cluster-ips { 172.30.0.41 }',
+      'add element ip weft hairpin { 10.180.0.1 . 10.180.0.1, 10.180.0.2 . 10.180.0.2 }',
       `add element ip weft service-ips { 172.30.0.41 . tcp . 80 : goto ${svc1} }`,
-      `add rule ip weft ${ep('10.180.0.1')} ip saddr 10.180.0.1 jump mark-for-masquerade`,
       `add rule ip weft ${ep('10.180.0.1')} meta l4proto tcp dnat to 10.180.0.1:80`,
       `add rule ip weft ${ep('10.180.0.1')} update @${aff1} { ip saddr }`,
-      `add rule ip weft ${ep('10.180.0.2')} ip saddr 10.180.0.2 jump mark-for-masquerade`,
       `add rule ip weft ${ep('10.180.0.2')} meta l4proto tcp dnat to 10.180.0.2:80`,
       `add rule ip weft ${ep('10.180.0.2')} update @${aff2} { ip saddr }`,
-      `add rule ip weft ${svc1} ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade`,
       `add rule ip weft ${svc1} ip saddr @${aff1} goto ${ep('10.180.0.1')}`,
       `add rule ip weft ${svc1} ip saddr @${aff2} goto ${ep('10.180.0.2')}`,
       `add rule ip weft ${svc1} numgen random mod 2 vmap { 0 : goto ${ep('10.180.0.1')} , 1 : goto ${ep('10.180.0.2')} }`,
@@ -53,6 +55,18 @@ describe('nftables render', () => {
     // The rule order inside a chain matters: affinity before the random choice.
     const svcRules = script.split('\n').filter((l) => l.startsWith(`add rule ip weft ${svc1} `));
     expect(svcRules.at(-1)).toContain('numgen random mod 2');
+    // Off-cluster sources to any ClusterIP are marked once, in the dispatch chain.
+    expect(script).toContain('add rule ip weft services ip daddr @cluster-ips ip saddr != 10.0.0.0/8 jump mark-for-masquerade');
+  });
+
+  it('without affinity, endpoints are chosen from a slot range of a shared map (no chain or set per endpoint)', () => {
+    const { script, ruleset } = render(
+      [makeService('ns1', 'svc1', { clusterIP: '172.30.0.41', ports: p80 })],
+      [makeSlice('ns1', 'svc1', [{ addresses: ['10.180.0.1'] }, { addresses: ['10.180.0.2'] }])],
+    );
+    expect(script).not.toMatch(/chain ip weft endpoint-/);
+    expect(ruleset.services.get('ns1/svc1:p80/tcp')?.chains.get(svc1)).toEqual(['meta l4proto tcp dnat ip addr . port to numgen random mod 2 offset 0 map @endpoints-tcp-0']);
+    expect(elementsOf(ruleset, 'endpoints-tcp-0')).toEqual({ 0: '10.180.0.1 . 80', 1: '10.180.0.2 . 80' });
   });
 
   it('verdicts: no endpoints reject, iTP/eTP Local without local endpoints drop, LB source ranges', () => {
@@ -64,7 +78,7 @@ describe('nftables render', () => {
       ],
       ['itp', 'etp'].map((s) => makeSlice('ns1', s, [{ addresses: ['10.180.0.9'], nodeName: 'other' }])),
     );
-    const el = (m: string) => Object.fromEntries(ruleset.elements.get(m as 'service-ips') ?? []);
+    const el = (m: string) => elementsOf(ruleset, m);
     expect(el('no-endpoint-services')).toEqual({
       '172.30.0.1 . tcp . 80': 'goto reject-chain',
       '172.30.0.2 . tcp . 80': 'drop',
@@ -91,23 +105,21 @@ describe('nftables render', () => {
     const script = nftIncrementalScript(after, before);
     expect(script).not.toContain('ns1/svc1');
     const svc2 = `service-${hashName('ns2/svc2/tcp/p80')}`;
-    const gone = `endpoint-${hashName('ns2/svc2/tcp/p80__10.180.0.3/80')}`;
     const lines = script.trim().split('\n');
     expect(lines).toContain(`flush chain ip weft ${svc2}`);
-    expect(lines).toContain(`delete chain ip weft ${gone}`);
-    expect(lines.indexOf(`flush chain ip weft ${gone}`)).toBeLessThan(lines.indexOf(`delete chain ip weft ${gone}`));
-    expect(lines).toContain(`add rule ip weft ${svc2} numgen random mod 1 vmap { 0 : goto endpoint-${hashName('ns2/svc2/tcp/p80__10.180.0.2/80')} }`);
+    expect(lines).toContain('delete element ip weft hairpin { 10.180.0.3 . 10.180.0.3 }');
+    expect(lines.some((l) => l.startsWith(`add rule ip weft ${svc2} meta l4proto tcp dnat ip addr . port to numgen random mod 1 offset`))).toBe(true);
     expect(nftIncrementalScript(after, after)).toBe('');
     // Removing the service deletes its elements before its chains.
     const removed = nftIncrementalScript(render(services.slice(0, 1), [makeSlice('ns1', 'svc1', [{ addresses: ['10.180.0.1'] }])]).ruleset, after).trim().split('\n');
     expect(removed[0]).toMatch(/^delete element ip weft (cluster-ips|service-ips)/);
-    expect(removed.at(-1)).toMatch(/^delete chain/);
+    expect(removed.at(-1)).toBe(`delete chain ip weft ${svc2}`);
   });
 
   it('UDP and SCTP are keyed by their protocol', () => {
     const { ruleset } = render([makeService('ns1', 'm', { clusterIP: '172.30.0.5', ports: [{ name: 'u', port: 53, protocol: 'UDP' }, { name: 's', port: 3868, protocol: 'SCTP' }] })],
       [makeSlice('ns1', 'm', [{ addresses: ['10.180.0.1'] }], [{ name: 'u', port: 53, protocol: 'UDP' }, { name: 's', port: 3868, protocol: 'SCTP' }])]);
-    expect([...ruleset.elements.get('service-ips')?.keys() ?? []].sort()).toEqual(['172.30.0.5 . sctp . 3868', '172.30.0.5 . udp . 53']);
-    expect(ruleset.services.get('ns1/m:s/sctp')?.chains.get(`endpoint-${hashName('ns1/m/sctp/s__10.180.0.1/3868')}`)).toContain('meta l4proto sctp dnat to 10.180.0.1:3868');
+    expect(Object.keys(elementsOf(ruleset, 'service-ips')).sort()).toEqual(['172.30.0.5 . sctp . 3868', '172.30.0.5 . udp . 53']);
+    expect(ruleset.services.get('ns1/m:s/sctp')?.chains.get(`service-${hashName('ns1/m/sctp/s')}`)?.[0]).toMatch(/^meta l4proto sctp dnat ip addr \. port to numgen random mod 1 offset \d+ map @endpoints-sctp-\d+$/);
   });
 });

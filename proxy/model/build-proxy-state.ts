@@ -73,79 +73,142 @@ function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, n
   return [...byAddr.values()].sort(byAddress);
 }
 
-export function buildProxyState(input: ProxyStateInput): ProxyState {
-  const nodeName = input.node.metadata.name;
-  const zone = input.node.metadata.labels?.[ZONE_LABEL];
+interface BuildContext {
+  nodeName: string;
+  zone: string | undefined;
+  nodeIPs: readonly string[];
+}
+
+function nodeContext(input: ProxyStateInput): BuildContext {
   const nodeIPs = input.nodeIPs ?? (input.node.status?.addresses ?? []).filter((a) => a.type !== 'Hostname').map((a) => a.address);
-  const slicesByService = new Map<string, EndpointSlice[]>();
-  for (const slice of input.endpointSlices) {
+  return { nodeName: input.node.metadata.name, zone: input.node.metadata.labels?.[ZONE_LABEL], nodeIPs };
+}
+
+function slicesByService(endpointSlices: readonly EndpointSlice[]): Map<string, EndpointSlice[]> {
+  const out = new Map<string, EndpointSlice[]>();
+  for (const slice of endpointSlices) {
     const svc = slice.metadata.labels?.[SERVICE_NAME_LABEL];
     if (!svc) continue;
     const key = `${slice.metadata.namespace ?? 'default'}/${svc}`;
-    const list = slicesByService.get(key);
+    const list = out.get(key);
     if (list) list.push(slice);
-    else slicesByService.set(key, [slice]);
+    else out.set(key, [slice]);
   }
+  return out;
+}
 
-  const servicePorts: ProxyServicePort[] = [];
-  let endpointCount = 0;
-  for (const svc of input.services) {
-    const spec = svc.spec;
-    const type = spec.type ?? 'ClusterIP';
-    const clusterIP = spec.clusterIP ?? spec.clusterIPs?.[0] ?? '';
-    // Headless and ExternalName services have no virtual IP to program.
-    if (type === 'ExternalName' || !isIPv4(clusterIP)) continue;
-    const namespace = svc.metadata.namespace ?? 'default';
-    const service = `${namespace}/${svc.metadata.name}`;
-    const slices = slicesByService.get(service) ?? [];
-    const externalIPs = (spec.externalIPs ?? []).filter(isIPv4);
-    const loadBalancerIPs = type === 'LoadBalancer' ? (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip ?? '').filter(isIPv4) : [];
-    const hasNodePorts = type === 'NodePort' || type === 'LoadBalancer';
-    const loadBalancerSourceRanges = loadBalancerIPs.length > 0 ? normalizeSourceRanges(spec.loadBalancerSourceRanges) : [];
-    const sourceRangesAllowNode = loadBalancerSourceRanges.some((r) => nodeIPs.some((ip) => isIPv4(ip) && contains(parseCidr(r), parseIPv4(ip))));
-    const affinityTimeoutSeconds = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS) : 0;
-    for (const port of spec.ports ?? []) {
-      const nodePort = hasNodePorts ? (port.nodePort ?? 0) : 0;
-      const externallyAccessible = nodePort !== 0 || externalIPs.length > 0 || loadBalancerIPs.length > 0;
-      const externalPolicyLocal = externallyAccessible && spec.externalTrafficPolicy === 'Local';
-      const internalPolicyLocal = spec.internalTrafficPolicy === 'Local';
-      // External traffic needs the Cluster set even under eTP=Local: pods and the node itself are
-      // short-circuited to all endpoints.
-      const usesClusterEndpoints = !internalPolicyLocal || externallyAccessible;
-      const usesLocalEndpoints = internalPolicyLocal || externalPolicyLocal;
-      const endpoints = endpointsForPort(slices, port, nodeName);
-      const cat = categorizeEndpoints(endpoints, { cluster: usesClusterEndpoints, local: usesLocalEndpoints }, nodeName, zone);
-      endpointCount += cat.reachableEndpoints.length;
-      const portName = port.name ?? '';
-      const key = portName ? `${service}:${portName}` : service;
-      const protocol = (port.protocol ?? 'TCP').toLowerCase() as L4Protocol;
-      servicePorts.push({
-        service,
-        namespace,
-        name: svc.metadata.name,
-        portName,
-        key,
-        id: `${key}/${protocol}`,
-        protocol,
-        clusterIP,
-        port: port.port,
-        nodePort,
-        externalIPs,
-        loadBalancerIPs,
-        loadBalancerSourceRanges,
-        sourceRangesAllowNode,
-        externalPolicyLocal,
-        internalPolicyLocal,
-        healthCheckNodePort: type === 'LoadBalancer' && externalPolicyLocal ? (spec.healthCheckNodePort ?? 0) : 0,
-        affinityTimeoutSeconds,
-        externallyAccessible,
-        ...cat,
-        localReadyEndpoints: endpoints.filter((ep) => ep.isLocal && ep.ready && !ep.terminating).length,
-        usesClusterEndpoints,
-        usesLocalEndpoints,
-      });
-    }
+/** The service ports of one Service; empty for headless and ExternalName services. */
+function buildServicePorts(svc: Service, slices: readonly EndpointSlice[], ctx: BuildContext): ProxyServicePort[] {
+  const { nodeName, zone, nodeIPs } = ctx;
+  const spec = svc.spec;
+  const type = spec.type ?? 'ClusterIP';
+  const clusterIP = spec.clusterIP ?? spec.clusterIPs?.[0] ?? '';
+  // Headless and ExternalName services have no virtual IP to program.
+  if (type === 'ExternalName' || !isIPv4(clusterIP)) return [];
+  const namespace = svc.metadata.namespace ?? 'default';
+  const service = `${namespace}/${svc.metadata.name}`;
+  const externalIPs = (spec.externalIPs ?? []).filter(isIPv4);
+  const loadBalancerIPs = type === 'LoadBalancer' ? (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip ?? '').filter(isIPv4) : [];
+  const hasNodePorts = type === 'NodePort' || type === 'LoadBalancer';
+  const loadBalancerSourceRanges = loadBalancerIPs.length > 0 ? normalizeSourceRanges(spec.loadBalancerSourceRanges) : [];
+  const sourceRangesAllowNode = loadBalancerSourceRanges.some((r) => nodeIPs.some((ip) => isIPv4(ip) && contains(parseCidr(r), parseIPv4(ip))));
+  const affinityTimeoutSeconds = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS) : 0;
+  const out: ProxyServicePort[] = [];
+  for (const port of spec.ports ?? []) {
+    const nodePort = hasNodePorts ? (port.nodePort ?? 0) : 0;
+    const externallyAccessible = nodePort !== 0 || externalIPs.length > 0 || loadBalancerIPs.length > 0;
+    const externalPolicyLocal = externallyAccessible && spec.externalTrafficPolicy === 'Local';
+    const internalPolicyLocal = spec.internalTrafficPolicy === 'Local';
+    // External traffic needs the Cluster set even under eTP=Local: pods and the node itself are
+    // short-circuited to all endpoints.
+    const usesClusterEndpoints = !internalPolicyLocal || externallyAccessible;
+    const usesLocalEndpoints = internalPolicyLocal || externalPolicyLocal;
+    const endpoints = endpointsForPort(slices, port, nodeName);
+    const cat = categorizeEndpoints(endpoints, { cluster: usesClusterEndpoints, local: usesLocalEndpoints }, nodeName, zone);
+    const portName = port.name ?? '';
+    const key = portName ? `${service}:${portName}` : service;
+    const protocol = (port.protocol ?? 'TCP').toLowerCase() as L4Protocol;
+    out.push({
+      service,
+      namespace,
+      name: svc.metadata.name,
+      portName,
+      key,
+      id: `${key}/${protocol}`,
+      protocol,
+      clusterIP,
+      port: port.port,
+      nodePort,
+      externalIPs,
+      loadBalancerIPs,
+      loadBalancerSourceRanges,
+      sourceRangesAllowNode,
+      externalPolicyLocal,
+      internalPolicyLocal,
+      healthCheckNodePort: (type === 'LoadBalancer' || type === 'NodePort') && externalPolicyLocal ? (spec.healthCheckNodePort ?? 0) : 0,
+      affinityTimeoutSeconds,
+      externallyAccessible,
+      ...cat,
+      localReadyEndpoints: endpoints.filter((ep) => ep.isLocal && ep.ready && !ep.terminating).length,
+      usesClusterEndpoints,
+      usesLocalEndpoints,
+    });
   }
-  servicePorts.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { nodeName, nodeIPs, clusterCIDR: input.clusterCIDR, servicePorts, endpointCount };
+  return out;
+}
+
+const byId = (a: ProxyServicePort, b: ProxyServicePort): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function assemble(ctx: BuildContext, clusterCIDR: string | undefined, servicePorts: ProxyServicePort[]): ProxyState {
+  servicePorts.sort(byId);
+  let endpointCount = 0;
+  for (const sp of servicePorts) endpointCount += sp.reachableEndpoints.length;
+  return { nodeName: ctx.nodeName, nodeIPs: ctx.nodeIPs, clusterCIDR, servicePorts, endpointCount };
+}
+
+export function buildProxyState(input: ProxyStateInput): ProxyState {
+  const ctx = nodeContext(input);
+  const slices = slicesByService(input.endpointSlices);
+  const servicePorts: ProxyServicePort[] = [];
+  for (const svc of input.services) {
+    servicePorts.push(...buildServicePorts(svc, slices.get(`${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`) ?? [], ctx));
+  }
+  return assemble(ctx, input.clusterCIDR, servicePorts);
+}
+
+export interface ProxyStateBuilder {
+  build(input: ProxyStateInput): ProxyState;
+}
+
+/**
+ * buildProxyState with memory: a Service whose object and EndpointSlice objects are the very same
+ * objects as in the previous build (sources keep unchanged objects, as informer caches do) keeps
+ * its ProxyServicePort objects, so renderers can recognise unchanged service ports by identity.
+ */
+export function createProxyStateBuilder(): ProxyStateBuilder {
+  let cache = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; ports: ProxyServicePort[] }>();
+  let lastContext = '';
+  return {
+    build(input) {
+      const ctx = nodeContext(input);
+      const contextKey = JSON.stringify([ctx, input.clusterCIDR]);
+      if (contextKey !== lastContext) cache = new Map();
+      lastContext = contextKey;
+      const slices = slicesByService(input.endpointSlices);
+      const next = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; ports: ProxyServicePort[] }>();
+      const servicePorts: ProxyServicePort[] = [];
+      for (const svc of input.services) {
+        const key = `${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`;
+        const own = slices.get(key) ?? [];
+        const before = cache.get(key);
+        const entry = before && before.svc === svc && before.slices.length === own.length && before.slices.every((s, i) => s === own[i])
+          ? before
+          : { svc, slices: own, ports: buildServicePorts(svc, own, ctx) };
+        next.set(key, entry);
+        for (const sp of entry.ports) servicePorts.push(sp);
+      }
+      cache = next;
+      return assemble(ctx, input.clusterCIDR, servicePorts);
+    },
+  };
 }

@@ -58,8 +58,12 @@ export async function createTestLab(): Promise<TestLab> {
 }
 
 /** A pod manifest with TCP/UDP ports, pinned to a node when given. */
-export function podYAML(name: string, opts: { node?: string; tcp?: number[]; udp?: number[]; namespace?: string; ip?: string } = {}): string {
-  const ports = [...(opts.tcp ?? []).map((p) => `        - containerPort: ${p}\n          protocol: TCP`), ...(opts.udp ?? []).map((p) => `        - containerPort: ${p}\n          protocol: UDP`)];
+export function podYAML(name: string, opts: { node?: string; tcp?: number[]; udp?: number[]; namespace?: string; ip?: string; labels?: Record<string, string>; named?: Record<string, number> } = {}): string {
+  const ports = [
+    ...(opts.tcp ?? []).map((p) => `        - containerPort: ${p}\n          protocol: TCP`),
+    ...(opts.udp ?? []).map((p) => `        - containerPort: ${p}\n          protocol: UDP`),
+    ...Object.entries(opts.named ?? {}).map(([n, p]) => `        - name: ${n}\n          containerPort: ${p}\n          protocol: TCP`),
+  ];
   return [
     '---',
     'apiVersion: v1',
@@ -68,6 +72,7 @@ export function podYAML(name: string, opts: { node?: string; tcp?: number[]; udp
     `  name: ${name}`,
     `  namespace: ${opts.namespace ?? 'default'}`,
     ...(opts.ip ? ['  annotations:', `    weft.dev/ip: ${opts.ip}`] : []),
+    ...(opts.labels ? ['  labels:', ...Object.entries(opts.labels).map(([k, v]) => `    ${k}: ${v}`)] : []),
     'spec:',
     ...(opts.node ? [`  nodeName: ${opts.node}`] : []),
     '  containers:',
@@ -81,7 +86,26 @@ export interface LabStatus {
   nodes: { name: string; podCIDR: string; address: string }[];
   pods: { namespace: string; name: string; node: string; ip: string; ports: { containerPort: number; protocol?: string }[] }[];
   hosts: { name: string; ip: string }[];
+  proxyMode: string;
+  services: { service: string; type: string; clusterIP: string; external: string[]; ports: string[]; healthCheckNodePort?: number }[];
 }
 
-export interface ProbeJSON { from: string; to: string; port: number; protocol: string; ok: boolean; answeredBy: string | null; clientAddress: string | null }
+export interface ProbeJSON {
+  from: string; to: string; port: number; protocol: string; ok: boolean; answeredBy: string | null; clientAddress: string | null;
+  error?: string; httpStatus?: number; body?: string;
+}
+
+/** `lab probe --count N` output. */
+export interface LoadJSON {
+  from: string; to: string; port: number; protocol: string;
+  requests: number; ok: number; failed: number; elapsedMs: number;
+  answeredBy: Record<string, number>; clientAddresses: Record<string, number>; errors: Record<string, number>;
+}
+
+/** Runs a lab command that may fail (exit 1 for a failed probe) and parses its JSON output. */
+export async function probeJSON<T = ProbeJSON>(lab: TestLab, args: string[]): Promise<T> {
+  const r = await lab.weft(['probe', ...args, '--output', 'json']);
+  if (r.code !== 0 && r.code !== 1) throw new Error(`weft lab probe ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
 export interface MatrixJSON { port: number; protocol: string; results: Record<string, Record<string, boolean>> }

@@ -1,0 +1,188 @@
+// Control-service benchmark: S services × E endpoints in the embedded store, A simulated agents
+// across P processes (bench/control/agents.ts, the same bundle run with `agents` first).
+// Measures initial sync per agent, change-to-all-ACKed latency for one endpoint change (K changes,
+// p50/p99), and control-service memory per idle connected agent (RSS and heap after a forced GC,
+// after the agents are idle, minus before they connected, over A). Every phase has a deadline.
+//   node bench/run.mjs control [--agents 1000] [--procs 4] [--services 10000] [--endpoints 10]
+//                              [--changes 30] [--per-connection 1] [--large-writes 4]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { runAgents } from './agents.ts';
+import { createControlServer } from '../../mesh-control/server.ts';
+import { createEmbeddedStore } from '../../mesh-control/store/index.ts';
+import type { ClusterObject } from '../../mesh-control/model/types.ts';
+
+const TARGETS = { changeToAllAckedP99Ms: 100, memoryPerIdleAgentKiB: 64 };
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+
+const ip = (n: number) => `10.${100 + ((n >> 16) & 0xff)}.${(n >> 8) & 0xff}.${n & 0xff}`;
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const deadline = (ms: number, what: string) => new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`bench phase "${what}" exceeded ${ms} ms`)), ms).unref());
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function endpointSlice(s: number, endpoints: number, change?: number): ClusterObject {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `s${s}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': `s${s}` } },
+    addressType: 'IPv4',
+    endpoints: Array.from({ length: endpoints }, (_, e) => ({
+      addresses: [ip(s * endpoints + e + 65536 + (e === 0 && change !== undefined ? 1_000_000 + change : 0))],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: `bench-${e}`,
+    })),
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  };
+}
+
+async function main(): Promise<void> {
+  const AGENTS = arg('agents', 1000);
+  const PROCS = arg('procs', 4);
+  const SERVICES = arg('services', 10_000);
+  const ENDPOINTS = arg('endpoints', 10);
+  const CHANGES = arg('changes', 30);
+  const PER_CONNECTION = arg('per-connection', 1);
+  const LARGE_WRITES = arg('large-writes', 4);
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-control-'));
+  const children: ChildProcess[] = [];
+  const onSignal = () => {
+    for (const c of children) c.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    // Load the store directly (the benchmark is of pushing, not of applying).
+    const load = createEmbeddedStore({ dir: join(dir, 'data'), compactEvery: 1e9 });
+    await load.start();
+    const t0 = performance.now();
+    const writes: Promise<unknown>[] = [];
+    for (let s = 0; s < SERVICES; s++) {
+      writes.push(load.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: `s${s}`, namespace: 'default' }, spec: { type: 'ClusterIP', clusterIP: ip(s), clusterIPs: [ip(s)], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] } }));
+      writes.push(load.put(endpointSlice(s, ENDPOINTS)));
+    }
+    await Promise.all(writes);
+    await load.stop();
+    const loadMs = performance.now() - t0;
+
+    const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, log: () => {} });
+    await server.start();
+    gc();
+    const before = process.memoryUsage();
+
+    const perProc = Math.ceil(AGENTS / PROCS);
+    const syncMs: number[] = [];
+    const reached = new Map<number, number[]>();
+    let peakRss = before.rss;
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
+    const tSync = performance.now();
+    await Promise.race([
+      deadline(900_000, 'initial sync'),
+      Promise.all(
+        Array.from({ length: PROCS }, (_, p) => {
+          const n = Math.min(perProc, AGENTS - p * perProc);
+          const child = spawn(process.execPath, [process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(p * perProc), String(n), String(PER_CONNECTION), '1800'], {
+            stdio: ['pipe', 'pipe', 'inherit'],
+          });
+          children.push(child);
+          return new Promise<void>((resolve, reject) => {
+            child.once('exit', (code) => reject(new Error(`bench agent process ${p} exited with ${code}`)));
+            createInterface({ input: child.stdout! }).on('line', (line) => {
+              const m = JSON.parse(line) as { synced?: string; ms?: number; ready?: boolean; reached?: number; at?: number };
+              if (m.synced) syncMs.push(m.ms!);
+              if (m.ready) resolve();
+              if (m.reached !== undefined) reached.get(m.reached)?.push(m.at!);
+            });
+          });
+        }),
+      ),
+    ]);
+    const allSyncedMs = performance.now() - tSync;
+    clearInterval(sampler);
+    await sleep(2000);
+    gc();
+    await sleep(200);
+    gc();
+    const idle = process.memoryUsage();
+
+    // One endpoint change at a time: latency = Apply sent → the last agent ACKed a version that
+    // contains it (clocks: every process's performance.timeOrigin + now(), same host).
+    const { createControlClient, unary } = await import('../../mesh-control/client.ts');
+    const { readClientConfig } = await import('../../mesh-control/client-config.ts');
+    const admin = createControlClient(server.address(), readClientConfig(join(dir, 'admin.json')));
+    const latencies: number[] = [];
+    for (let c = 0; c < CHANGES; c++) {
+      const start = performance.timeOrigin + performance.now();
+      const res = await unary<{ results: { json: Buffer }[] }>(admin, 'Apply', { items: [{ json: Buffer.from(JSON.stringify(endpointSlice(c % SERVICES, ENDPOINTS, c))), source: 'bench' }] }, 'apply');
+      const version = Number((JSON.parse(res.results[0].json.toString()) as ClusterObject).metadata.resourceVersion);
+      const ats: number[] = [];
+      reached.set(version, ats);
+      for (const child of children) child.stdin!.write(`${JSON.stringify({ wait: version })}\n`);
+      await Promise.race([
+        deadline(30_000, 'change propagation'),
+        (async () => {
+          while (ats.length < children.length) await sleep(1);
+        })(),
+      ]);
+      latencies.push(Math.max(...ats) - start);
+      await sleep(50);
+    }
+    admin.close();
+
+    const result = {
+      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES },
+      targets: TARGETS,
+      storeLoadMs: Math.round(loadMs),
+      initialSyncMsPerAgent: { p50: Math.round(pct(syncMs, 50)), p99: Math.round(pct(syncMs, 99)), max: Math.round(Math.max(...syncMs)) },
+      allAgentsSyncedMs: Math.round(allSyncedMs),
+      changeToAllAckedMs: { p50: +pct(latencies, 50).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +Math.max(...latencies).toFixed(1) },
+      memoryPerIdleAgentKiB: {
+        rss: +((idle.rss - before.rss) / 1024 / AGENTS).toFixed(1),
+        heapUsed: +((idle.heapUsed - before.heapUsed) / 1024 / AGENTS).toFixed(1),
+      },
+      serverMiB: Object.fromEntries(
+        Object.entries({ rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
+      ),
+      note: 'latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
+    };
+    mkdirSync('bench/results', { recursive: true });
+    writeFileSync('bench/results/control.json', `${JSON.stringify(result, null, 2)}\n`);
+    console.log(JSON.stringify(result, null, 2));
+    const ok = (v: number, t: number) => (v <= t ? 'ok' : 'MISSED');
+    console.table([
+      { figure: 'initial sync per agent p50 / p99 (ms)', value: `${result.initialSyncMsPerAgent.p50} / ${result.initialSyncMsPerAgent.p99}`, target: '—' },
+      { figure: 'all agents synced (ms)', value: result.allAgentsSyncedMs, target: '—' },
+      { figure: 'change → all ACKed p50 (ms)', value: result.changeToAllAckedMs.p50, target: '—' },
+      { figure: 'change → all ACKed p99 (ms)', value: result.changeToAllAckedMs.p99, target: `≤ ${TARGETS.changeToAllAckedP99Ms} ${ok(result.changeToAllAckedMs.p99, TARGETS.changeToAllAckedP99Ms)}` },
+      { figure: 'RSS per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.rss, target: `≤ ${TARGETS.memoryPerIdleAgentKiB} ${ok(result.memoryPerIdleAgentKiB.rss, TARGETS.memoryPerIdleAgentKiB)}` },
+      { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
+      { figure: 'server RSS peak during sync (MiB)', value: result.serverMiB.rssPeakDuringSync, target: '—' },
+    ]);
+    await server.stop();
+  } finally {
+    for (const c of children) {
+      c.removeAllListeners('exit');
+      c.kill('SIGTERM');
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === 'agents') runAgents(process.argv.slice(3));
+else
+  main().catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });

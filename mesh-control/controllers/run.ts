@@ -1,0 +1,149 @@
+// The controllers mesh-control runs over its store, level-triggered: store events only mark work
+// dirty; after a short batching window each controller reconciles from the whole current state.
+//   - EndpointSlices from Pods and Service selectors (deriveEndpointSlices);
+//   - Deployments expanded into pods `<deployment>-<index>` (extra indexes removed);
+//   - node subnets: a Node without spec.podCIDR gets one from the cluster CIDR (lease allocator).
+import { isDeepStrictEqual } from 'node:util';
+import { causeText } from '../errors.ts';
+import { expandDeployment, DEPLOYMENT_ANNOTATION } from '../model/deployment.ts';
+import { objectKey } from '../model/objects.ts';
+import type { ClusterObject, Deployment, EndpointSlice, Node, Pod, Service } from '../model/types.ts';
+import type { SubnetAllocator } from '../leases/index.ts';
+import type { ObjectStore, WatchEvent } from '../store/types.ts';
+import { deriveEndpointSlices, MANAGED_BY, MANAGED_BY_LABEL } from './endpoint-slices.ts';
+
+export interface ControllersConfig {
+  debounceMs?: number;
+  log?: (message: string) => void;
+}
+
+export interface Controllers {
+  start(): void;
+  stop(): Promise<void>;
+  /** Resolves when no reconcile is pending or running (tests). */
+  idle(): Promise<void>;
+}
+
+const comparable = (o: ClusterObject) => {
+  const metadata = { ...o.metadata };
+  delete metadata.resourceVersion;
+  delete metadata.uid;
+  delete metadata.creationTimestamp;
+  return { ...o, metadata };
+};
+
+export function createControllers(config: ControllersConfig, deps: { store: ObjectStore; subnets?: SubnetAllocator }): Controllers {
+  const { store, subnets } = deps;
+  const log = config.log ?? (() => {});
+  const debounceMs = config.debounceMs ?? 10;
+  const dirty = { slices: true, deployments: true, nodes: true };
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let cancel: (() => void) | undefined;
+  let stopped = false;
+
+  async function write(o: ClusterObject): Promise<void> {
+    const current = store.get(objectKey(o));
+    if (current && isDeepStrictEqual(comparable(current), comparable({ ...o, metadata: { ...o.metadata, uid: current.metadata.uid } }))) return;
+    await store.put(o, { expectRevision: current ? Number(current.metadata.resourceVersion) : 0 });
+  }
+
+  async function reconcileSlices(): Promise<void> {
+    const services = store.list('Service') as Service[];
+    const existing = store.list('EndpointSlice') as EndpointSlice[];
+    const desired = deriveEndpointSlices(services, store.list('Pod') as Pod[], existing);
+    const keep = new Set(desired.map(objectKey));
+    for (const s of desired) if (s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY) await write(s);
+    for (const s of existing) if (s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY && !keep.has(objectKey(s))) await store.delete(objectKey(s));
+  }
+
+  async function reconcileDeployments(): Promise<void> {
+    const deployments = store.list('Deployment') as Deployment[];
+    const wanted = new Set<string>();
+    for (const d of deployments) {
+      for (const p of expandDeployment(d)) {
+        wanted.add(objectKey(p));
+        // Pods are created once: their node and status belong to whoever runs them.
+        if (!store.get(objectKey(p))) await store.put(p, { expectRevision: 0 });
+      }
+    }
+    for (const p of store.list('Pod') as Pod[]) {
+      const owner = p.metadata.annotations?.[DEPLOYMENT_ANNOTATION];
+      if (owner !== undefined && !wanted.has(objectKey(p))) await store.delete(objectKey(p));
+    }
+  }
+
+  async function reconcileNodes(): Promise<void> {
+    if (!subnets) return;
+    for (const n of store.list('Node') as Node[]) {
+      if (n.spec?.podCIDR) continue;
+      const lease = await subnets.acquire(n.metadata.name, { owner: 'weft-control' });
+      await store.put({ ...n, spec: { ...n.spec, podCIDR: lease.subnet, podCIDRs: [lease.subnet] } }, { expectRevision: Number(n.metadata.resourceVersion) });
+    }
+  }
+
+  async function reconcile(): Promise<void> {
+    const todo = { ...dirty };
+    dirty.slices = dirty.deployments = dirty.nodes = false;
+    const steps: [boolean, string, () => Promise<void>][] = [
+      [todo.deployments, 'Deployments', reconcileDeployments],
+      [todo.slices, 'EndpointSlices', reconcileSlices],
+      [todo.nodes, 'node subnets', reconcileNodes],
+    ];
+    for (const [wanted, what, step] of steps) {
+      if (!wanted || stopped) continue;
+      try {
+        await step();
+      } catch (err) {
+        log(`failed to reconcile ${what}: ${causeText(err)}`);
+        // Level-triggered: try the whole thing again later.
+        if (what === 'Deployments') dirty.deployments = true;
+        else if (what === 'EndpointSlices') dirty.slices = true;
+        else dirty.nodes = true;
+        schedule(1000);
+      }
+    }
+  }
+
+  function schedule(delay = debounceMs): void {
+    if (timer || stopped) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (running) {
+        void running.then(() => schedule());
+        return;
+      }
+      running = reconcile().finally(() => (running = undefined));
+    }, delay);
+  }
+
+  function onEvents(events: WatchEvent[]): void {
+    for (const e of events) {
+      const kind = e.object.kind;
+      if (kind === 'Service' || kind === 'Pod' || kind === 'EndpointSlice') dirty.slices = true;
+      if (kind === 'Deployment' || (kind === 'Pod' && e.type === 'DELETED')) dirty.deployments = true;
+      if (kind === 'Node') {
+        dirty.nodes = true;
+        if (e.type === 'DELETED' && subnets) void subnets.release(e.object.metadata.name).catch((err) => log(`failed to release the subnet of node ${e.object.metadata.name}: ${causeText(err)}`));
+      }
+    }
+    if (dirty.slices || dirty.deployments || dirty.nodes) schedule();
+  }
+
+  return {
+    start() {
+      stopped = false;
+      cancel = store.watch(store.revision(), onEvents);
+      schedule();
+    },
+    async stop() {
+      stopped = true;
+      cancel?.();
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+    async idle() {
+      while (timer || running) await (running ?? new Promise((r) => setTimeout(r, debounceMs)));
+    },
+  };
+}

@@ -1,0 +1,107 @@
+// NodeUpdate (proto/weft.proto) encoded by hand, in parts, so one encoding serves every agent:
+// a protobuf message is a sequence of fields, and concatenated encodings decode as one message
+// (repeated fields append in order, scalars: last wins). An update on the wire is
+//   head (version, nonce: per agent) + shared body (what every agent at that base receives) + own parts (per node)
+// and the NodeSync service writes such a list of Buffers as is (`preEncodedService`).
+import type { ServiceDefinition } from '@grpc/grpc-js';
+
+/** An update as the server writes it: parts concatenated into one NodeUpdate message. */
+export type EncodedUpdate = readonly Buffer[];
+
+const LEN = 2;
+const VARINT = 0;
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+function writeVarint(buf: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    buf[at++] = (n & 0x7f) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  buf[at++] = n;
+  return at;
+}
+
+/** Length-delimited fields, one after the other: [field number, bytes or string] pairs. */
+function fields(...pairs: [number, Buffer | string][]): Buffer {
+  const bodies = pairs.map(([f, v]) => [f, typeof v === 'string' ? Buffer.from(v, 'utf8') : v] as const);
+  let size = 0;
+  for (const [f, b] of bodies) size += varintSize((f << 3) | LEN) + varintSize(b.length) + b.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const [f, b] of bodies) {
+    at = writeVarint(out, at, (f << 3) | LEN);
+    at = writeVarint(out, at, b.length);
+    at += b.copy(out, at);
+  }
+  return out;
+}
+
+/** Field 5 (`repeated Resource resources`) holding one resource. */
+export function resourceField(kind: string, key: string, json: Buffer): Buffer {
+  return fields([5, fields([1, kind], [2, key], [3, json])]);
+}
+
+/** Field 6 (`repeated string removed`) holding one key. */
+export function removedField(key: string): Buffer {
+  return fields([6, key]);
+}
+
+/** version (1) + nonce (2): the only per-agent bytes of an update. */
+export function headFields(version: string, nonce: string): Buffer {
+  return fields([1, version], [2, nonce]);
+}
+
+/** full (3) and base_version (4); a delta's `full` is the default (false) and is left out. */
+export function kindFields(full: boolean, baseVersion: string): Buffer {
+  const base = baseVersion === '' ? Buffer.alloc(0) : fields([4, baseVersion]);
+  if (!full) return base;
+  const flag = Buffer.alloc(2);
+  writeVarint(flag, writeVarint(flag, 0, (3 << 3) | VARINT), 1);
+  return Buffer.concat([flag, base]);
+}
+
+/**
+ * Version and nonce of an encoded NodeUpdate, without decoding its resources (simulated agents in
+ * the benchmark ACK without paying for a decode a real agent does anyway).
+ */
+export function readHead(buf: Buffer): { version: string; nonce: string } {
+  let version = '';
+  let nonce = '';
+  let at = 0;
+  const varint = () => {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      const b = buf[at++];
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 128;
+    }
+  };
+  while (at < buf.length) {
+    const tag = varint();
+    if ((tag & 7) === VARINT) {
+      varint();
+      continue;
+    }
+    const len = varint();
+    if (tag >> 3 === 1) version = buf.toString('utf8', at, at + len);
+    else if (tag >> 3 === 2) nonce = buf.toString('utf8', at, at + len);
+    at += len;
+  }
+  return { version, nonce };
+}
+
+/** The NodeSync service definition with a response serializer that writes pre-encoded parts. */
+export function preEncodedService(def: ServiceDefinition): ServiceDefinition {
+  const stream = def.Stream;
+  return { ...def, Stream: { ...stream, responseSerialize: (parts: EncodedUpdate) => (parts.length === 1 ? parts[0] : Buffer.concat(parts)) } };
+}

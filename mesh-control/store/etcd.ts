@@ -1,0 +1,180 @@
+// The etcd store: objects as JSON values under `<prefix><objectKey>`, the object's resourceVersion
+// being its etcd mod revision. Writes are etcd transactions with a compare on the mod revision
+// (optimistic concurrency done by etcd itself, so several mesh-control replicas may write). Reads
+// and watches are served from the local cache, kept current by etcd's streaming watch: each
+// notification (and each own write) triggers one range read whose difference to the cache becomes
+// the events; the shared etcd client reports revisions, not event payloads.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createEtcdClient, type EtcdClient } from '../leases/etcd-client.ts';
+import { ControlError, causeText } from '../errors.ts';
+import { objectKey } from '../model/objects.ts';
+import type { ClusterObject } from '../model/types.ts';
+import { checkPrecondition, createObjectCache, stamp, withRevision, type Change } from './cache.ts';
+import type { ObjectStore } from './types.ts';
+
+export const DEFAULT_ETCD_OBJECT_PREFIX = '/weft/objects/';
+
+export interface EtcdStoreConfig {
+  endpoints: string[];
+  prefix?: string;
+  historySize?: number;
+  /** Per-request timeout (default 5 s). */
+  timeoutMs?: number;
+  log?: (message: string) => void;
+}
+
+function storeError(verb: string, err: unknown): ControlError {
+  if (err instanceof ControlError) return err;
+  const code = (err as { code?: string }).code === 'WEFT_LEASE_ETCD_UNAVAILABLE' ? 'WEFT_CONTROL_STORE_UNAVAILABLE' : 'WEFT_CONTROL_STORE_IO';
+  return new ControlError(code, `failed to ${verb} in etcd: ${causeText(err)}`, { cause: err });
+}
+
+export function createEtcdStore(config: EtcdStoreConfig): ObjectStore {
+  const prefix = config.prefix ?? DEFAULT_ETCD_OBJECT_PREFIX;
+  const log = config.log ?? (() => {});
+  const cache = createObjectCache({ historySize: config.historySize });
+  let client: EtcdClient | undefined;
+  let cancelWatch: (() => void) | undefined;
+  let stopped = false;
+  // Refreshes are serialized; a request arriving during one runs once more after it.
+  let refreshing: Promise<void> | undefined;
+  let again = false;
+
+  async function readAll(): Promise<{ revision: number; objects: Map<string, { revision: number; object: ClusterObject }> }> {
+    const res = await client!.range(prefix, { prefix: true });
+    const objects = new Map<string, { revision: number; object: ClusterObject }>();
+    for (const kv of res.kvs) {
+      objects.set(kv.key.slice(prefix.length), { revision: kv.modRevision, object: JSON.parse(kv.value) as ClusterObject });
+    }
+    return { revision: res.revision, objects };
+  }
+
+  async function refreshOnce(): Promise<void> {
+    const { revision, objects } = await readAll();
+    if (revision <= cache.revision()) return;
+    const changes: Change[] = [];
+    for (const [key, { revision: r, object }] of objects) {
+      if (Number(cache.get(key)?.metadata.resourceVersion ?? 0) !== r) changes.push({ key, revision: r, object });
+    }
+    // A deletion's own revision is not in a range answer: it happened at or before `revision`.
+    for (const o of cache.list()) {
+      const key = objectKey(o);
+      if (!objects.has(key)) changes.push({ key, revision });
+    }
+    changes.sort((a, b) => a.revision - b.revision);
+    cache.apply(changes, revision);
+  }
+
+  function refresh(): Promise<void> {
+    if (refreshing) {
+      again = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      try {
+        do {
+          again = false;
+          await refreshOnce();
+        } while (again);
+      } finally {
+        refreshing = undefined;
+      }
+    })();
+    return refreshing;
+  }
+
+  /** Until the cache has seen `revision` (an own write), so a writer reads what it wrote. */
+  async function catchUp(revision: number): Promise<void> {
+    while (cache.revision() < revision) await refresh();
+  }
+
+  function watchLoop(): void {
+    if (stopped) return;
+    cancelWatch = client!.watchPrefix(
+      prefix,
+      cache.revision() + 1,
+      () => void refresh().catch((err) => log(`failed to refresh from etcd: ${causeText(err)}`)),
+      (err) => {
+        if (stopped) return;
+        if (err) log(`etcd watch ended, reconnecting: ${causeText(err)}`);
+        // Changes made while the watch was down are picked up by the refresh on reconnect.
+        void (async () => {
+          for (let delay = 100; !stopped; delay = Math.min(delay * 2, 2000)) {
+            try {
+              await refresh();
+              break;
+            } catch (e) {
+              log(`failed to refresh from etcd: ${causeText(e)}`);
+              await sleep(delay);
+            }
+          }
+          watchLoop();
+        })();
+      },
+    );
+  }
+
+  async function write(verb: string, key: string, build: (current: ClusterObject | undefined) => ClusterObject | undefined, expect: number | undefined): Promise<{ revision: number; object?: ClusterObject; previous?: ClusterObject }> {
+    const etcdKey = prefix + key;
+    for (let attempt = 0; ; attempt++) {
+      const current = cache.get(key);
+      checkPrecondition(verb, key, current, expect);
+      const object = build(current);
+      if (object === undefined && current === undefined) return { revision: cache.revision() };
+      const currentRevision = current === undefined ? 0 : Number(current.metadata.resourceVersion);
+      let res: { succeeded: boolean; revision: number };
+      try {
+        res = await client!.txn(
+          [current === undefined ? { key: etcdKey, target: 'CREATE', revision: 0 } : { key: etcdKey, target: 'MOD', revision: currentRevision }],
+          [object === undefined ? { delete: { key: etcdKey } } : { put: { key: etcdKey, value: JSON.stringify(object) } }],
+        );
+      } catch (err) {
+        throw storeError(`${verb} ${key}`, err);
+      }
+      if (res.succeeded) {
+        await catchUp(res.revision).catch((err) => log(`failed to refresh from etcd after a write: ${causeText(err)}`));
+        return { revision: res.revision, object, previous: current };
+      }
+      // The cache was behind etcd: catch up, then the precondition decides (or we retry).
+      await refresh().catch((err) => {
+        throw storeError(`${verb} ${key}`, err);
+      });
+      if (attempt >= 16) throw new ControlError('WEFT_CONTROL_CONFLICT', `failed to ${verb} ${key}: still conflicting with other writers after ${attempt + 1} attempts`);
+    }
+  }
+
+  return {
+    async start() {
+      stopped = false;
+      client = createEtcdClient({ endpoints: config.endpoints, timeoutMs: config.timeoutMs });
+      try {
+        const { revision, objects } = await readAll();
+        cache.load([...objects].map(([key, v]) => ({ key, ...v })), revision);
+      } catch (err) {
+        client.close();
+        throw storeError('load objects', err);
+      }
+      watchLoop();
+    },
+    async stop() {
+      stopped = true;
+      cancelWatch?.();
+      client?.close();
+    },
+    revision: () => cache.revision(),
+    historyStart: () => cache.historyStart(),
+    get: (key) => cache.get(key),
+    list: (kind, namespace) => cache.list(kind, namespace),
+    async put(object, opts) {
+      const key = objectKey(object);
+      let stored: ClusterObject | undefined;
+      const { revision } = await write('update', key, (current) => (stored = stamp(object, current)), opts?.expectRevision);
+      return withRevision(stored!, revision);
+    },
+    async delete(key, opts) {
+      const { previous } = await write('delete', key, () => undefined, opts?.expectRevision);
+      return previous;
+    },
+    watch: (from, onEvents) => cache.watch(from, onEvents),
+  };
+}

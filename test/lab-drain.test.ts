@@ -1,0 +1,92 @@
+// Scaling a Deployment down drains its Service instead of failing requests: while clients send
+// continuously (over keep-alive connections, and with a new connection per request), `lab apply`
+// removes two of three replicas; every request succeeds, and the removed pods' endpoints went
+// through ready:false, serving:true, terminating:true before they disappeared.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EndpointSlice } from '../mesh-control/model/types.ts';
+import { createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type TestLab } from './helpers/lab.ts';
+
+const skip = labSkipReason();
+
+const deployment = (replicas: number) => `
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: default }
+spec:
+  replicas: ${replicas}
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: web
+          ports: [{ name: http, containerPort: 8080 }]
+`;
+
+const service = `
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  selector: { app: web }
+  ports: [{ name: http, port: 80, targetPort: http }]
+`;
+
+interface ClusterList { items: { kind: string }[] }
+
+for (const mode of ['nftables', 'iptables'] as const) {
+  describe.skipIf(skip)(`draining on scale-down, ${mode} mode${skip ? ` (skipped: ${skip})` : ''}`, () => {
+    let lab: TestLab;
+
+    beforeAll(async () => {
+      lab = await createTestLab();
+      const dir = await lab.manifests({ 'web.yaml': deployment(3), 'svc.yaml': service, 'client.yaml': podYAML('client', { node: 'node1', tcp: [8080] }) });
+      await lab.json(['up', '--nodes', '3', '--proxy-mode', mode, '-f', dir]);
+    });
+    afterAll(async () => { await lab?.destroy(); });
+
+    it('loses no request while two of three replicas go away', async () => {
+      // Bounded: at most 200k requests or 7 s per loop.
+      const loop = (extra: string[]) => probeJSON<LoadJSON>(lab, ['--from', 'default/client', '--to', 'default/web', '--count', '200000', '--duration-ms', '7000', '--timeout-ms', '3000', ...extra]);
+      const keepAlive = loop(['--concurrency', '4', '--keep-alive']);
+      const fresh = loop(['--concurrency', '2']);
+
+      // Watch cluster.json for the terminating endpoints while the scale-down runs.
+      const seen = new Set<string>();
+      let watching = true;
+      const watcher = (async () => {
+        for (let i = 0; watching && i < 400; i++) {
+          const list = JSON.parse(await readFile(join(lab.dir, 'cluster.json'), 'utf8').catch(() => '{"items":[]}')) as ClusterList;
+          for (const s of list.items.filter((o): o is EndpointSlice & { kind: 'EndpointSlice' } => o.kind === 'EndpointSlice')) {
+            for (const e of s.endpoints) if (e.conditions?.terminating) seen.add(`${e.targetRef?.name} ${JSON.stringify(e.conditions)}`);
+          }
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      })();
+
+      await new Promise((r) => setTimeout(r, 1_500));
+      const dir = await lab.manifests({ 'web.yaml': deployment(1) });
+      const applied = await lab.weft(['apply', '-f', dir]);
+      expect(applied).toMatchObject({ code: 0 });
+      expect(applied.stdout).toContain('2 terminated');
+      watching = false;
+      await watcher;
+
+      for (const r of [await keepAlive, await fresh]) {
+        expect(r).toMatchObject({ failed: 0, errors: {} });
+        expect(r.requests).toBeGreaterThan(100);
+        expect(Object.keys(r.answeredBy).sort()).toEqual(['default/web-0', 'default/web-1', 'default/web-2']);
+      }
+      const conditions = JSON.stringify({ ready: false, serving: true, terminating: true });
+      expect([...seen].sort()).toEqual([`web-1 ${conditions}`, `web-2 ${conditions}`]);
+
+      const status = await lab.json<LabStatus>(['status']);
+      expect(status.pods.map((p) => p.name).sort()).toEqual(['client', 'web-0']);
+      const after = await probeJSON<LoadJSON>(lab, ['--from', 'default/client', '--to', 'default/web', '--count', '10']);
+      expect(after).toMatchObject({ ok: 10, answeredBy: { 'default/web-0': 10 } });
+    });
+  });
+}
