@@ -17,7 +17,8 @@ const USAGE = `usage: weft lab <command> [flags]   (lab directory: $WEFT_LAB_DIR
      [--service-cidr CIDR] -f FILE_OR_DIR
   status [--output json]
   probe --from NS/POD|host/NAME|node/NAME --to NS/POD|host/NAME|node/NAME|NS/SERVICE|svc/NS/SERVICE|IP
-        [--port P] [--protocol TCP|UDP] [--timeout-ms MS] [--count N [--concurrency C] [--keep-alive] [--duration-ms MS]] [--output json]
+        [--port P] [--protocol TCP|UDP] [--timeout-ms MS] [--source-port P (UDP)]
+        [--count N [--concurrency C] [--keep-alive] [--duration-ms MS]] [--output json]
   probe --matrix --port P [--protocol TCP|UDP] [--timeout-ms MS] [--output json]
   apply -f FILE_OR_DIR
   delete pod|deployment|service NS/NAME
@@ -87,7 +88,7 @@ async function status(argv: string[]): Promise<number> {
 
 async function probeCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['from', 'to', 'port', 'protocol', 'timeout-ms', 'count', 'concurrency', 'duration-ms', 'output'],
+    values: ['from', 'to', 'port', 'protocol', 'timeout-ms', 'count', 'concurrency', 'duration-ms', 'source-port', 'output'],
     booleans: ['matrix', 'keep-alive'], aliases: { o: 'output' },
   });
   const port = args.flags.has('port') ? intFlag(args, 'port', 0, 1, 65535) : undefined;
@@ -112,6 +113,7 @@ async function probeCommand(argv: string[]): Promise<number> {
     concurrency: intFlag(args, 'concurrency', 1, 1, 256),
     keepAlive: args.booleans.has('keep-alive'),
     durationMs: intFlag(args, 'duration-ms', 60_000, 1, 600_000),
+    ...(args.flags.has('source-port') ? { sourcePort: intFlag(args, 'source-port', 0, 1, 65535) } : {}),
   });
   if (wantsJSON(args)) json(r);
   else if ('requests' in r) out(formatLoad(r));

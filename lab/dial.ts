@@ -9,6 +9,8 @@ export interface DialRequest {
   port: number;
   protocol: 'TCP' | 'UDP';
   timeoutMs: number;
+  /** UDP only: send from this port, so every datagram shares one conntrack entry (as a resolver's may). */
+  sourcePort?: number;
 }
 
 export interface DialResult {
@@ -74,7 +76,8 @@ function dialUDP(d: DialRequest): Promise<DialResult> {
     const timer = setTimeout(() => finish({ ok: false, error: `no reply after ${d.timeoutMs} ms` }), d.timeoutMs);
     socket.on('message', (msg) => finish(fromReply(msg.toString())));
     socket.on('error', (err) => finish({ ok: false, error: err.message }));
-    send();
+    if (d.sourcePort) socket.bind(d.sourcePort, send);
+    else send();
   });
 }
 

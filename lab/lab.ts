@@ -46,8 +46,8 @@ export async function cleanupLab(layout: LabLayout): Promise<void> {
   await rmdir(layout.dir).catch(() => undefined);
 }
 
-function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR' | 'nodeMask' | 'proxyMode'>): NodeNetworkSettings {
-  return { underlay: state.underlay, backend: state.backend, clusterCIDR: state.clusterCIDR, nodeMask: state.nodeMask, proxyMode: state.proxyMode };
+function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR' | 'nodeMask' | 'proxyMode' | 'serviceCIDR'>): NodeNetworkSettings {
+  return { underlay: state.underlay, backend: state.backend, clusterCIDR: state.clusterCIDR, nodeMask: state.nodeMask, proxyMode: state.proxyMode, serviceCIDR: state.serviceCIDR };
 }
 
 /**

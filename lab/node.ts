@@ -19,6 +19,7 @@ export interface NodeNetworkSettings {
   clusterCIDR: string;
   nodeMask: number;
   proxyMode: ProxyMode;
+  serviceCIDR: string;
 }
 
 /** host-gw needs the nodes on one L2 segment; a routed underlay needs the VXLAN overlay. */
@@ -46,7 +47,7 @@ export async function releaseNodeSubnet(layout: LabLayout, s: NodeNetworkSetting
 export function agentArgv(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): string[] {
   return [process.execPath, distEntry('weft.mjs'), 'agent',
     '--node', node.name, '--mode', s.proxyMode, '--state', layout.clusterFile,
-    '--cluster-cidr', s.clusterCIDR, '--node-mask', String(s.nodeMask), '--backend', s.backend,
+    '--cluster-cidr', s.clusterCIDR, '--service-cidr', s.serviceCIDR, '--node-mask', String(s.nodeMask), '--backend', s.backend,
     '--cni-socket', join(node.dir, 'cni.sock'), '--lease-dir', layout.leaseDir,
     '--underlay-device', UNDERLAY_DEVICE, '--underlay-ip', node.address];
 }

@@ -50,6 +50,8 @@ export interface ProbeOptions {
   concurrency?: number;
   keepAlive?: boolean;
   durationMs?: number;
+  /** UDP only (see DialRequest.sourcePort). */
+  sourcePort?: number;
 }
 
 /** Sends one control request from inside the source's namespace; resolves to its answer. */
@@ -77,7 +79,8 @@ export function requestFrom<T>(source: Endpoint, request: ControlRequest, budget
 export async function probe(state: LabState, from: string, to: string, opts: ProbeOptions): Promise<ProbeResult | LoadProbeResult> {
   const source = resolveEndpoint(state, from);
   const target = resolveTarget(state, to, opts.port, opts.protocol);
-  const dial = { ip: target.ip, port: target.port, protocol: target.protocol, timeoutMs: opts.timeoutMs };
+  if (opts.sourcePort !== undefined && target.protocol !== 'UDP') throw new LabError('WEFT_LAB_TARGET', `probe to ${target.key}: --source-port is for UDP probes only`);
+  const dial = { ip: target.ip, port: target.port, protocol: target.protocol, timeoutMs: opts.timeoutMs, ...(opts.sourcePort ? { sourcePort: opts.sourcePort } : {}) };
   const head = { from: source.key, to: target.key, port: target.port, protocol: target.protocol };
   if ((opts.count ?? 1) > 1) {
     const durationMs = opts.durationMs ?? 60_000;

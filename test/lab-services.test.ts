@@ -129,7 +129,7 @@ for (const mode of ['nftables', 'iptables'] as const) {
       expect(r).toMatchObject({ ok: false, error: 'timed out after 700 ms' });
     });
 
-    it.runIf(full)('answers the health-check node port with 200 and the local count, or 503 where no endpoint is', async () => {
+    it('answers the health-check node port with 200 and the local count, or 503 where no endpoint is', async () => {
       const hc = String(svc('edge').healthCheckNodePort);
       const withEndpoint = await probeJSON(lab, ['--from', 'host/outside', '--to', node('node1').address, '--port', hc]);
       expect(withEndpoint).toMatchObject({ ok: true, httpStatus: 200 });
@@ -150,6 +150,17 @@ for (const mode of ['nftables', 'iptables'] as const) {
       const r = await probeJSON<LoadJSON>(lab, ['--from', 'default/client-2', '--to', 'svc/default/echo', '--count', '12', '--timeout-ms', '1500']);
       expect(r).toMatchObject({ requests: 12, ok: 12, failed: 0, clientAddresses: { [pod('client-2').ip]: 12 } });
       expect(Object.keys(r.answeredBy).length).toBeGreaterThanOrEqual(2);
+    });
+
+    it.runIf(full)('programs a Service applied at runtime, and forgets it when deleted', async () => {
+      const dir = await lab.manifests({ 'late.yaml': 'apiVersion: v1\nkind: Service\nmetadata: { name: late, namespace: default }\nspec:\n  clusterIP: 10.96.0.77\n  selector: { app: edge }\n  ports: [{ port: 81, targetPort: 8080 }]\n' });
+      expect((await lab.weft(['apply', '-f', dir])).code).toBe(0);
+      const on = await probeJSON(lab, ['--from', 'default/client-2', '--to', 'default/late']);
+      expect(on).toMatchObject({ to: 'svc/default/late', port: 81, ok: true, answeredBy: 'default/edge' });
+      expect((await lab.weft(['delete', 'service', 'default/late'])).code).toBe(0);
+      await new Promise((r) => setTimeout(r, 500));
+      const off = await probeJSON(lab, ['--from', 'default/client-2', '--to', '10.96.0.77', '--port', '81', '--timeout-ms', '500']);
+      expect(off).toMatchObject({ ok: false });
     });
   });
 }
