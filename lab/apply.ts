@@ -1,9 +1,9 @@
 // Changing a running lab: `weft lab apply -f` (create/update Pods, Deployments' replicas and labels,
 // Services, EndpointSlices, NetworkPolicies, Namespaces) and `weft lab delete`. Pods leave as
 // Kubernetes takes them away, so Services drain instead of failing:
-//   1. the pod is marked terminating: its endpoint turns ready:false, serving:true, terminating:true
-//      in cluster.json, and every agent stops sending new connections to it (while a ready
-//      endpoint exists, KEP-1669);
+//   1. the pod gets a deletionTimestamp in mesh-control: its EndpointSlice controller turns the
+//      endpoint ready:false, serving:true, terminating:true, and every agent stops sending new
+//      connections to it (while a ready endpoint exists, KEP-1669);
 //   2. after ENDPOINT_PROPAGATION_MS (the lab's preStop delay: the agents pick the change up), the
 //      pod server gets SIGTERM and drains (see pod-server.ts), SIGKILL after its grace period;
 //   3. the endpoint is removed, CNI DEL runs, the namespace is deleted.
@@ -11,12 +11,13 @@ import { namespacedName } from '../mesh-control/model/objects.ts';
 import type { ClusterObject } from '../mesh-control/model/types.ts';
 import { mapLimit } from './dial.ts';
 import { LabError } from './errors.ts';
+import { applyServices, checkServices, deleteObjects } from './control.ts';
 import { createPod, publish } from './lab.ts';
 import { type LabLayout, labLayout } from './layout.ts';
+import { withLabLock } from './lock.ts';
 import { plannedPod, type PlannedPod, splitObjects } from './plan.ts';
 import { removePod } from './pod.ts';
 import { stopProcesses } from './processes.ts';
-import { allocateServices } from './service-addresses.ts';
 import { type LabNodeState, type LabPodState, type LabState, loadState } from './state.ts';
 
 /** How long the agents get to drop a terminating endpoint before its server is told to stop. */
@@ -41,21 +42,25 @@ function upsert<T extends ClusterObject>(list: T[], incoming: T[]): T[] {
 }
 
 /** The node with the fewest live pods (first in node order on a tie). */
-function leastLoaded(state: LabState, extra: Map<string, number>): LabNodeState {
+export function leastLoaded(state: LabState, extra: Map<string, number>): LabNodeState {
   const load = (n: LabNodeState) => state.pods.filter((p) => p.node === n.name && !p.deletionTimestamp).length + (extra.get(n.name) ?? 0);
   return state.nodes.reduce((best, n) => (load(n) < load(best) ? n : best));
 }
 
 /** Creates or updates what the objects describe; resolves once removed pods are gone. */
-export async function labApply(dir: string, objects: ClusterObject[], log?: (line: string) => void): Promise<ApplySummary> {
+export function labApply(dir: string, objects: ClusterObject[], log?: (line: string) => void): Promise<ApplySummary> {
   const layout = labLayout(dir);
+  return withLabLock(layout, () => applyLocked(layout, objects, log));
+}
+
+async function applyLocked(layout: LabLayout, objects: ClusterObject[], log?: (line: string) => void): Promise<ApplySummary> {
   const state = await loadState(layout);
   for (const o of objects) {
     if (o.kind === 'Node' || o.kind === 'LabHost') throw new LabError('WEFT_LAB_PLAN', `lab apply: ${o.kind} ${o.metadata.name} cannot be applied to a running lab (use \`weft lab node add\`, or \`weft lab up\` for LabHosts)`);
   }
   const incoming = splitObjects(objects);
   const summary: ApplySummary = { created: [], updated: [], terminated: [] };
-  state.services = allocateServices(state.services, incoming.services, state.serviceCIDR);
+  await applyServices(layout, state, checkServices(state, incoming.services));
   state.endpointSlices = upsert(state.endpointSlices, incoming.endpointSlices);
   state.networkPolicies = upsert(state.networkPolicies, incoming.networkPolicies);
   state.namespaces = upsert(state.namespaces, incoming.namespaces);
@@ -120,16 +125,19 @@ export async function terminatePods(layout: LabLayout, state: LabState, pods: La
 export type DeleteKind = 'pod' | 'deployment' | 'service';
 
 /** `weft lab delete pod|deployment|service NS/NAME`. */
-export async function labDelete(dir: string, kind: DeleteKind, key: string, log?: (line: string) => void): Promise<void> {
+export function labDelete(dir: string, kind: DeleteKind, key: string, log?: (line: string) => void): Promise<void> {
   const layout = labLayout(dir);
+  return withLabLock(layout, () => deleteLocked(layout, kind, key, log));
+}
+
+async function deleteLocked(layout: LabLayout, kind: DeleteKind, key: string, log?: (line: string) => void): Promise<void> {
   const state = await loadState(layout);
   const [namespace, name] = key.includes('/') ? key.split('/', 2) : ['default', key];
   const full = `${namespace}/${name}`;
   const missing = () => new LabError('WEFT_LAB_TARGET', `lab delete: no ${kind} ${full}`);
   if (kind === 'service') {
-    const before = state.services.length;
-    state.services = state.services.filter((s) => namespacedName(s) !== full);
-    if (state.services.length === before) throw missing();
+    if (!state.services.some((s) => namespacedName(s) === full)) throw missing();
+    await deleteObjects(layout, [`Service/${full}`]);
     await publish(layout, state);
     log?.(`service ${full} deleted`);
     return;

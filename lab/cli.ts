@@ -4,11 +4,15 @@ import { choiceFlag, intFlag, parseArgs, type ParsedArgs, UsageError } from '../
 import { parseCidr } from '../mesh-control/model/cidr.ts';
 import { loadManifests } from '../mesh-control/model/parse.ts';
 import { type DeleteKind, labApply, labDelete } from './apply.ts';
+import { listObjects } from './control.ts';
+import { LabError } from './errors.ts';
 import { formatLoad, formatMatrix, formatStatus, serviceRows } from './format.ts';
 import { labDown, labNodeAdd, labNodeRemove, labUp } from './lab.ts';
+import { runKubelet } from './kubelet.ts';
 import { labDirFromEnv, labLayout } from './layout.ts';
 import { type LoadProbeResult, probe, probeMatrix, type ProbeResult } from './probe.ts';
 import { loadState, type LabState } from './state.ts';
+import type { Service } from '../mesh-control/model/types.ts';
 import { resolveEndpoint } from './targets.ts';
 
 const USAGE = `usage: weft lab <command> [flags]   (lab directory: $WEFT_LAB_DIR, default /run/weft/lab)
@@ -68,6 +72,14 @@ async function up(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The lab's state with Services as mesh-control holds them now (`weft apply` may have added some). */
+async function liveState(): Promise<LabState> {
+  const layout = labLayout(labDirFromEnv());
+  const state = await loadState(layout);
+  state.services = await listObjects<Service>(layout, 'Service');
+  return state;
+}
+
 function statusJSON(state: LabState) {
   return {
     nodes: state.nodes.map((n) => ({ name: n.name, podCIDR: n.podCIDR, address: n.address })),
@@ -80,7 +92,7 @@ function statusJSON(state: LabState) {
 
 async function status(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['output'], aliases: { o: 'output' } });
-  const state = await loadState(labLayout(labDirFromEnv()));
+  const state = await liveState();
   if (wantsJSON(args)) json(statusJSON(state));
   else out(formatStatus(state));
   return 0;
@@ -94,6 +106,8 @@ async function probeCommand(argv: string[]): Promise<number> {
   const port = args.flags.has('port') ? intFlag(args, 'port', 0, 1, 65535) : undefined;
   const protocol = args.flags.has('protocol') ? choiceFlag(args, 'protocol', ['TCP', 'UDP'] as const, 'TCP') : undefined;
   const timeoutMs = intFlag(args, 'timeout-ms', 2_000, 1, 60_000);
+  // Services as last synced from mesh-control (the lab kubelet keeps them current): a probe
+  // costs no control round trip unless its target is a Service too new for that copy.
   const state = await loadState(labLayout(labDirFromEnv()));
   if (args.booleans.has('matrix')) {
     if (args.flags.has('from') || args.flags.has('to')) throw new UsageError('lab probe: --matrix probes every endpoint; drop --from/--to');
@@ -107,13 +121,17 @@ async function probeCommand(argv: string[]): Promise<number> {
   const from = args.flags.get('from');
   const to = args.flags.get('to');
   if (!from || !to) throw new UsageError('lab probe: flags --from and --to are required (or --matrix)');
-  const r = await probe(state, from, to, {
+  const opts = {
     port, protocol, timeoutMs,
     count: intFlag(args, 'count', 1, 1, 1_000_000),
     concurrency: intFlag(args, 'concurrency', 1, 1, 256),
     keepAlive: args.booleans.has('keep-alive'),
     durationMs: intFlag(args, 'duration-ms', 60_000, 1, 600_000),
     ...(args.flags.has('source-port') ? { sourcePort: intFlag(args, 'source-port', 0, 1, 65535) } : {}),
+  };
+  const r = await probe(state, from, to, opts).catch(async (err: unknown) => {
+    if (!(err instanceof LabError && err.code === 'WEFT_LAB_TARGET')) throw err;
+    return probe(await liveState(), from, to, opts);
   });
   if (wantsJSON(args)) json(r);
   else if ('requests' in r) out(formatLoad(r));
@@ -176,8 +194,16 @@ async function down(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** Internal: the lab kubelet that `up` starts (kubelet.ts). */
+async function kubelet(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: ['lab-dir'] });
+  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} lab kubelet: ${line}\n`);
+  await runKubelet(args.flags.get('lab-dir') ?? labDirFromEnv(), log);
+  return 0;
+}
+
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
-  up, down, status, probe: probeCommand, apply, delete: remove, exec, node,
+  up, down, status, probe: probeCommand, apply, delete: remove, exec, node, kubelet,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -8,14 +8,15 @@ import { mapLimit } from './dial.ts';
 import { LabError } from './errors.ts';
 import { type LabLayout, labLayout } from './layout.ts';
 import { addNetns, deleteNetns, listNetns, netnsPids } from './netns.ts';
-import { writeClusterFile } from './cluster-file.ts';
+import { applyServices, checkServices, startControl, stopControl, syncControl } from './control.ts';
 import { syncExternalRoutes } from './external-routes.ts';
 import { backendFor, leaseNodeSubnet, type NodeNetworkSettings, prepareLabNode, releaseNodeSubnet, startNodeAgent } from './node.ts';
 import { type LabPlan, planLab, type PlannedHost, type PlannedPod } from './plan.ts';
 import { addPod } from './pod.ts';
-import { stopProcesses } from './processes.ts';
+import { distEntry, startHostProcess, stopByPidFile, stopProcesses } from './processes.ts';
+import { withLabLock } from './lock.ts';
 import { controlSocket, servedPorts, startPodServer } from './servers.ts';
-import { allocateServices, DEFAULT_SERVICE_CIDR } from './service-addresses.ts';
+import { DEFAULT_SERVICE_CIDR } from './service-addresses.ts';
 import { type LabHostState, type LabNodeState, type LabPodState, type LabState, loadState, type ProxyMode, saveState } from './state.ts';
 import { attachToUnderlay, createUnderlay, planAttachment, type UnderlayMode } from './underlay.ts';
 
@@ -35,14 +36,19 @@ export interface LabUpOptions {
   log?: (line: string) => void;
 }
 
-/** Kills every process in the lab's namespaces, deletes the namespaces and the lab directory. */
+/**
+ * Kills every process in the lab's namespaces, its kubelet and control process, deletes the namespaces and
+ * the lab directory.
+ */
 export async function cleanupLab(layout: LabLayout): Promise<void> {
   const names = await listNetns(layout.prefix);
   const pids = (await Promise.all(names.map(netnsPids))).flat();
-  await stopProcesses(pids);
+  // The kubelet first: it must not create pods while the namespaces go.
+  await stopByPidFile(layout.kubeletPidFile, layout.dir);
+  await Promise.all([stopProcesses(pids), stopControl(layout)]);
   await Promise.all(names.map(deleteNetns));
   // Only what the lab writes: WEFT_LAB_DIR may point somewhere shared by mistake.
-  await Promise.all(['state.json', 'cluster.json', 'leases', 'logs', 's', 'nodes'].map((e) => rm(join(layout.dir, e), { recursive: true, force: true })));
+  await Promise.all(['state.json', 'lock', 'kubelet.pid', 'control', 'control.sock', 'leases', 'logs', 's', 'nodes'].map((e) => rm(join(layout.dir, e), { recursive: true, force: true })));
   await rmdir(layout.dir).catch(() => undefined);
 }
 
@@ -51,12 +57,12 @@ function settingsOf(state: Pick<LabState, 'underlay' | 'backend' | 'clusterCIDR'
 }
 
 /**
- * Makes a change of the lab visible: the state file, cluster.json (which the agents follow) and
+ * Makes a change of the lab visible: mesh-control (which the agents follow), the state file and
  * the outside hosts' routes to LoadBalancer IPs and externalIPs.
  */
 export async function publish(layout: LabLayout, state: LabState): Promise<void> {
+  await syncControl(state, layout);
   await saveState(layout, state);
-  await writeClusterFile(layout, state);
   await syncExternalRoutes(layout, state);
 }
 
@@ -84,8 +90,8 @@ export async function createPod(layout: LabLayout, node: LabNodeState, pod: Plan
 }
 
 /**
- * Leases (one at a time: stable subnet order), then the node namespaces, then — once cluster.json
- * names every node — their agents, in parallel.
+ * Leases (one at a time: stable subnet order), then the node namespaces, then — once mesh-control
+ * holds every node — their agents, in parallel.
  */
 async function createNodes(layout: LabLayout, state: LabState, nodes: { name: string; index: number; podCIDR?: string }[]): Promise<LabNodeState[]> {
   const s = settingsOf(state);
@@ -116,20 +122,22 @@ export async function labUp(opts: LabUpOptions): Promise<LabState> {
   for (const w of warnings(plan)) opts.log?.(w);
   const serviceCIDR = opts.serviceCIDR ?? DEFAULT_SERVICE_CIDR;
   // Before anything is built: a Service asking for a taken or out-of-range address fails fast.
-  const services = allocateServices([], plan.services, serviceCIDR);
+  const services = checkServices({ services: [], serviceCIDR }, plan.services);
   await cleanupLab(layout);
   await Promise.all([layout.logDir, layout.sockDir, layout.leaseDir].map((d) => mkdir(d, { recursive: true })));
   const state: LabState = {
     dir: layout.dir, prefix: layout.prefix, underlay: opts.underlay, backend: backendFor(opts.underlay),
     clusterCIDR: opts.clusterCIDR, nodeMask: opts.nodeMask, nodes: [], pods: [], hosts: [],
-    proxyMode: opts.proxyMode, serviceCIDR, services, endpointSlices: plan.endpointSlices, deployments: plan.deployments,
-    networkPolicies: plan.networkPolicies, namespaces: plan.namespaces,
+    proxyMode: opts.proxyMode, serviceCIDR, services: [], endpointSlices: plan.endpointSlices, deployments: plan.deployments,
+    networkPolicies: plan.networkPolicies, namespaces: plan.namespaces, published: [],
   };
   // Ctrl-C half-way through must not leave namespaces behind.
   const interrupted = () => { void cleanupLab(layout).finally(() => process.exit(130)); };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
+    await startControl(layout, { clusterCIDR: opts.clusterCIDR, nodeMask: opts.nodeMask, serviceCIDR });
+    await applyServices(layout, state, services);
     await createUnderlay(layout.underlayNetns, opts.underlay);
     // Agents first (each has the CNI daemon its pods need), then hosts and pods.
     await createNodes(layout, state, plan.nodes.map((n, i) => ({ name: n.name, index: i + 1, podCIDR: n.podCIDR })));
@@ -138,6 +146,9 @@ export async function labUp(opts: LabUpOptions): Promise<LabState> {
     const byName = new Map(state.nodes.map((n) => [n.name, n]));
     state.pods = await mapLimit(plan.pods, POD_CONCURRENCY, (p) => createPod(layout, byName.get(p.node) as LabNodeState, p));
     await publish(layout, state);
+    // Last: from here on it runs what users write to mesh-control directly (kubelet.ts).
+    await startHostProcess([process.execPath, distEntry('weft.mjs'), 'lab', 'kubelet', '--lab-dir', layout.dir],
+      join(layout.logDir, 'kubelet.log'), layout.kubeletPidFile, 'the lab kubelet');
     return state;
   } catch (err) {
     await cleanupLab(layout);
@@ -152,11 +163,16 @@ export async function labDown(dir: string): Promise<void> {
   const layout = labLayout(dir);
   const state = await loadState(layout).catch(() => undefined);
   if (state) await stopProcesses([...state.nodes, ...state.pods, ...state.hosts].map((x) => x.pid ?? 0));
+  await stopControl(layout);
   await cleanupLab(layout);
 }
 
-export async function labNodeAdd(dir: string, name: string): Promise<LabNodeState> {
+export function labNodeAdd(dir: string, name: string): Promise<LabNodeState> {
   const layout = labLayout(dir);
+  return withLabLock(layout, () => nodeAddLocked(layout, name));
+}
+
+async function nodeAddLocked(layout: LabLayout, name: string): Promise<LabNodeState> {
   const state = await loadState(layout);
   if (state.nodes.some((n) => n.name === name)) throw new LabError('WEFT_LAB_NODE', `failed to add node ${name}: it exists`);
   const index = Math.max(0, ...state.nodes.map((n) => n.index)) + 1;
@@ -169,8 +185,12 @@ export async function labNodeAdd(dir: string, name: string): Promise<LabNodeStat
  * Removes a node like a machine switched off: its pods and process stop, its namespace goes, and
  * its lease is released so every other node drops the route to its subnet.
  */
-export async function labNodeRemove(dir: string, name: string): Promise<void> {
+export function labNodeRemove(dir: string, name: string): Promise<void> {
   const layout = labLayout(dir);
+  return withLabLock(layout, () => nodeRemoveLocked(layout, name));
+}
+
+async function nodeRemoveLocked(layout: LabLayout, name: string): Promise<void> {
   const state = await loadState(layout);
   const node = state.nodes.find((n) => n.name === name);
   if (!node) throw new LabError('WEFT_LAB_NODE', `failed to remove node ${name}: no such node (nodes: ${state.nodes.map((n) => n.name).join(', ')})`);

@@ -15,8 +15,13 @@ export interface LabLayout {
   /** `wl<4 hex>-`: starts every namespace name of this lab. */
   prefix: string;
   stateFile: string;
-  /** The cluster as the agents read it (`weft agent --state`): a List written atomically. */
-  clusterFile: string;
+  /** `weft control`'s data, PKI, pid file and the admin credential (`WEFT_CONFIG` for `weft apply`). */
+  controlDir: string;
+  controlPidFile: string;
+  adminConfig: string;
+  /** The control service's gRPC socket (`--server unix:<path>`). */
+  controlSocket: string;
+  kubeletPidFile: string;
   leaseDir: string;
   logDir: string;
   /** Unix sockets of the pod servers (short paths: sun_path holds 108 bytes). */
@@ -35,7 +40,11 @@ export function labLayout(dir: string): LabLayout {
     dir: abs,
     prefix,
     stateFile: join(abs, 'state.json'),
-    clusterFile: join(abs, 'cluster.json'),
+    controlDir: join(abs, 'control'),
+    controlPidFile: join(abs, 'control', 'pid'),
+    adminConfig: join(abs, 'control', 'admin.json'),
+    controlSocket: join(abs, 'control.sock'),
+    kubeletPidFile: join(abs, 'kubelet.pid'),
     leaseDir: join(abs, 'leases'),
     logDir: join(abs, 'logs'),
     sockDir: join(abs, 's'),

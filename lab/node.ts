@@ -1,12 +1,14 @@
 // A lab node: a network namespace on the underlay with its own directory as if it were a separate
 // machine (bin/ and net.d/ from `weft cni install`, ipam/), a subnet lease, and one long-lived node
-// process inside it: `weft agent` (service proxy, CNI daemon and node network, see agentArgv).
+// process inside it: `weft agent` (service proxy, CNI daemon and node network, see agentArgv), which
+// joins the lab's mesh-control with a one-time token and streams its view from it.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { installCni } from '../cni/install.ts';
 import type { Backend } from '../cni/node-network/render.ts';
 import { vtepMAC } from '../cni/node-network/render.ts';
 import { createSubnetAllocator, openLeaseStore } from '../mesh-control/leases/index.ts';
+import { joinToken } from './control.ts';
 import type { LabLayout } from './layout.ts';
 import { addNetns, ipBatch } from './netns.ts';
 import { distEntry, startInNetns } from './processes.ts';
@@ -43,10 +45,14 @@ export async function releaseNodeSubnet(layout: LabLayout, s: NodeNetworkSetting
   await allocator.release(node);
 }
 
-/** The node's one long-lived process: `weft agent`, reading the cluster from the lab's cluster.json. */
-export function agentArgv(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): string[] {
+/**
+ * The node's one long-lived process: `weft agent`, streaming the cluster from the lab's mesh-control
+ * (the token is used once: the node credential then lives in `<node>/credentials`).
+ */
+export function agentArgv(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState, token: string): string[] {
   return [process.execPath, distEntry('weft.mjs'), 'agent',
-    '--node', node.name, '--mode', s.proxyMode, '--state', layout.clusterFile,
+    '--node', node.name, '--mode', s.proxyMode, '--server', `unix:${layout.controlSocket}`, '--join-token', token,
+    '--credentials-dir', join(node.dir, 'credentials'),
     '--cluster-cidr', s.clusterCIDR, '--service-cidr', s.serviceCIDR, '--node-mask', String(s.nodeMask), '--backend', s.backend,
     '--cni-socket', join(node.dir, 'cni.sock'), '--lease-dir', layout.leaseDir,
     '--underlay-device', UNDERLAY_DEVICE, '--underlay-ip', node.address];
@@ -74,6 +80,7 @@ export async function prepareLabNode(layout: LabLayout, s: NodeNetworkSettings, 
 }
 
 /** Starts the node's agent; resolves to its pid once it is ready. */
-export function startNodeAgent(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): Promise<number> {
-  return startInNetns(node.netns, agentArgv(layout, s, node), join(layout.logDir, `node-${node.name}.log`), `agent of node ${node.name}`);
+export async function startNodeAgent(layout: LabLayout, s: NodeNetworkSettings, node: LabNodeState): Promise<number> {
+  const token = await joinToken(layout, node.name);
+  return startInNetns(node.netns, agentArgv(layout, s, node, token), join(layout.logDir, `node-${node.name}.log`), `agent of node ${node.name}`);
 }

@@ -1,8 +1,11 @@
-// The lab's long-lived processes (node agents, pod servers): started inside a namespace with
-// `ip netns exec` (which execs, so the pid is the process itself), detached from the CLI, logging
-// to a file, and considered started once they print "ready".
+// The lab's long-lived processes: node agents and pod servers started inside a namespace with
+// `ip netns exec` (which execs, so the pid is the process itself), the control service and the lab
+// kubelet in the host's namespaces (they must share its mount namespace: `ip netns exec` gives a
+// process a private one, where the pod namespaces it creates would not be seen by others) with a
+// pid file each. All are detached from the CLI, log to a file, and are considered started once
+// they print "ready" (or once `started()` says so).
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -20,8 +23,31 @@ export function distEntry(name: string): string {
 const READY_TIMEOUT_MS = 15_000;
 
 export function startInNetns(netns: string, argv: string[], logFile: string, what: string): Promise<number> {
+  return startDetached('ip', ['netns', 'exec', netns, ...argv], logFile, what);
+}
+
+/** Starts a host-namespace lab process; its pid goes to `pidFile`, for stopByPidFile. */
+export async function startHostProcess(argv: string[], logFile: string, pidFile: string, what: string): Promise<number> {
+  const pid = await startDetached(argv[0], argv.slice(1), logFile, what);
+  writeFileSync(pidFile, `${pid}\n`);
+  return pid;
+}
+
+/** Stops the process a pid file names, only if its command line still contains `mark` (pids are reused). */
+export async function stopByPidFile(pidFile: string, mark: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(mark)) return;
+  } catch {
+    return;
+  }
+  await stopProcesses([pid]);
+}
+
+function startDetached(cmd: string, args: string[], logFile: string, what: string): Promise<number> {
   const log = openSync(logFile, 'a');
-  const child = spawn('ip', ['netns', 'exec', netns, ...argv], { detached: true, stdio: ['ignore', 'pipe', log] });
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', log] });
   closeSync(log);
   const stdout = child.stdout as Readable;
   return new Promise((resolve, reject) => {

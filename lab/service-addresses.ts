@@ -1,7 +1,7 @@
-// The lab plays the API server and the cloud's load-balancer controller for Services: clusterIPs,
+// The lab checks Services as the API server would and plays the cloud's load-balancer controller:
 // nodePorts and healthCheckNodePorts come from proxy/service-ip-allocator.ts (given values are
 // honored), and LoadBalancer Services without an ingress IP get one from the lab's LB pool.
-// Pure: the lab stores the result in its state and in cluster.json.
+// Pure: the lab checks Services with it before writing them to mesh-control (control.ts).
 import { contains, formatIPv4, isIPv4, parseCidr, parseIPv4 } from '../mesh-control/model/cidr.ts';
 import { namespacedName } from '../mesh-control/model/objects.ts';
 import type { Service } from '../mesh-control/model/types.ts';
@@ -19,7 +19,7 @@ export function inLoadBalancerPool(ip: string): boolean {
   return isIPv4(ip) && contains(parseCidr(LB_POOL), parseIPv4(ip));
 }
 
-function ingressIPs(svc: Service): string[] {
+export function ingressIPs(svc: Service): string[] {
   return (svc.status?.loadBalancer?.ingress ?? []).map((i) => i.ip ?? '').filter(isIPv4);
 }
 
@@ -54,7 +54,7 @@ export function allocateServices(existing: readonly Service[], incoming: readonl
 }
 
 /** What the LB controller publishes: the user's ingress, else spec.loadBalancerIP, else the previous or a fresh pool IP. */
-function loadBalancerIngress(svc: Service, before: Service | undefined, taken: Set<string>): string[] {
+export function loadBalancerIngress(svc: Service, before: Service | undefined, taken: Set<string>): string[] {
   if ((svc.spec.type ?? 'ClusterIP') !== 'LoadBalancer') return [];
   const given = ingressIPs(svc);
   if (given.length) return given;

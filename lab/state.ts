@@ -65,13 +65,15 @@ export interface LabState {
   /** How each node's agent programs Services. */
   proxyMode: ProxyMode;
   serviceCIDR: string;
-  /** Services as the API server stores them: clusterIP, nodePorts and LB ingress allocated. */
+  /** Services as mesh-control stores them (clusterIP, nodePorts allocated; LB ingress from the lab), read back on every change. */
   services: Service[];
-  /** EndpointSlices the user wrote (derived ones are computed on every write of cluster.json). */
+  /** EndpointSlices the user wrote (mesh-control derives the others from the pods). */
   endpointSlices: EndpointSlice[];
   deployments: Deployment[];
   networkPolicies: NetworkPolicy[];
   namespaces: Namespace[];
+  /** Keys (`Kind/ns/name`) of the objects the lab wrote to mesh-control, so it deletes only its own. */
+  published?: string[];
 }
 
 export async function loadState(layout: LabLayout): Promise<LabState> {

@@ -41,13 +41,13 @@ export async function control(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
     values: ['data-dir', 'etcd-endpoints', 'etcd-prefix', 'listen', 'ops-listen', 'pki-dir', 'admin-config', 'cluster-cidr', 'node-mask', 'service-cidr', 'node-port-range', 'debounce-ms'],
   });
-  if (args.positionals.length > 0) throw new UsageError(`unexpected argument "${args.positionals[0]}" (usage: weft control [--data-dir DIR | --etcd-endpoints URL,...] [--listen HOST:PORT])`);
+  if (args.positionals.length > 0) throw new UsageError(`unexpected argument "${args.positionals[0]}" (usage: weft control [--data-dir DIR | --etcd-endpoints URL,...] [--listen HOST:PORT|unix:PATH] [--ops-listen HOST:PORT|off])`);
   const etcdEndpoints = args.flags.get('etcd-endpoints')?.split(',').filter(Boolean);
   if (etcdEndpoints?.length && args.flags.has('data-dir')) throw new UsageError('give either --data-dir or --etcd-endpoints, not both');
   const dataDir = etcdEndpoints?.length ? undefined : (args.flags.get('data-dir') ?? defaultDataDir());
   const server = createControlServer({
     listen: args.flags.get('listen') ?? DEFAULT_LISTEN,
-    opsListen: args.flags.get('ops-listen') ?? DEFAULT_OPS_LISTEN,
+    opsListen: args.flags.get('ops-listen') === 'off' ? undefined : (args.flags.get('ops-listen') ?? DEFAULT_OPS_LISTEN),
     dataDir,
     etcdEndpoints,
     etcdPrefix: args.flags.get('etcd-prefix'),

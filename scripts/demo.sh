@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `npm run demo`: a 3-node cluster in network namespaces from examples/ — nodes, their pod subnets,
-# pods and Services, the pod connectivity matrix, then Services at work: a ClusterIP spreading load
-# over its pods, a NodePort and a LoadBalancer reached from an outside host — then tears it all
-# down (also on failure or Ctrl-C). Needs root; touches nothing outside the namespaces it creates.
+# `npm run demo`: a 3-node cluster in network namespaces whose mesh-control is given examples/ with
+# `weft apply` — nodes, their pod subnets, pods and Services, the pod connectivity matrix, then
+# Services at work: a ClusterIP spreading load over its pods, a NodePort and a LoadBalancer reached
+# from an outside host — then tears it all down (also on failure or Ctrl-C). Needs root; touches nothing outside the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh demo
@@ -14,8 +14,31 @@ weft() { node dist/weft.mjs "$@"; }
 trap 'weft lab down' EXIT
 trap 'exit 130' INT TERM
 
-echo "== weft lab up --nodes 3 -f examples/   (one weft agent per node, nftables mode)"
-weft lab up --nodes 3 -f examples
+echo "== weft lab up --nodes 3 -f examples/outside.yaml   (mesh-control, one weft agent per node, nftables mode, the outside host)"
+weft lab up --nodes 3 -f examples/outside.yaml
+echo
+# The lab's mesh-control is the cluster's API server: the manifests go to it as to any cluster,
+# and the lab's kubelet runs the pods it is given.
+export WEFT_CONFIG=$WEFT_LAB_DIR/control/admin.json
+server=unix:$WEFT_LAB_DIR/control.sock
+echo "== weft apply -f examples/ --server $server"
+node dist/weft.mjs apply -f examples/ --server "$server"
+echo
+echo "== waiting for the lab kubelet to run the 5 pods"
+for _ in $(seq 1 120); do
+  n=$(weft lab status --output json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).pods.length)')
+  [ "$n" -ge 5 ] && break
+  sleep 0.25
+done
+[ "$n" -ge 5 ] || { echo "weft demo: only $n of 5 pods running after 30 s" >&2; exit 1; }
+echo "== weft get nodes / pods / services / endpointslices (from mesh-control)"
+node dist/weft.mjs get nodes --server "$server"
+node dist/weft.mjs get pods -A --server "$server"
+node dist/weft.mjs get svc -A --server "$server"
+node dist/weft.mjs get endpointslices -A --server "$server"
+echo
+echo "== weft lab status"
+weft lab status
 echo
 echo "== TCP connectivity matrix on port 8080 (the outside host reaches pods only through Services)"
 weft lab probe --matrix --port 8080 --protocol TCP

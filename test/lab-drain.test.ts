@@ -2,9 +2,9 @@
 // continuously (over keep-alive connections, and with a new connection per request), `lab apply`
 // removes two of three replicas; every request succeeds, and the removed pods' endpoints went
 // through ready:false, serving:true, terminating:true before they disappeared.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listObjects } from '../lab/control.ts';
+import { labLayout } from '../lab/layout.ts';
 import type { EndpointSlice } from '../mesh-control/model/types.ts';
 import { createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type TestLab } from './helpers/lab.ts';
 
@@ -35,8 +35,6 @@ spec:
   ports: [{ name: http, port: 80, targetPort: http }]
 `;
 
-interface ClusterList { items: { kind: string }[] }
-
 for (const mode of ['nftables', 'iptables'] as const) {
   describe.skipIf(skip)(`draining on scale-down, ${mode} mode${skip ? ` (skipped: ${skip})` : ''}`, () => {
     let lab: TestLab;
@@ -54,13 +52,12 @@ for (const mode of ['nftables', 'iptables'] as const) {
       const keepAlive = loop(['--concurrency', '8', '--keep-alive']);
       const fresh = loop(['--concurrency', '2']);
 
-      // Watch cluster.json for the terminating endpoints while the scale-down runs.
+      // Watch mesh-control's EndpointSlices for the terminating endpoints while the scale-down runs.
       const seen = new Set<string>();
       let watching = true;
       const watcher = (async () => {
         for (let i = 0; watching && i < 400; i++) {
-          const list = JSON.parse(await readFile(join(lab.dir, 'cluster.json'), 'utf8').catch(() => '{"items":[]}')) as ClusterList;
-          for (const s of list.items.filter((o): o is EndpointSlice & { kind: 'EndpointSlice' } => o.kind === 'EndpointSlice')) {
+          for (const s of await listObjects<EndpointSlice>(labLayout(lab.dir), 'EndpointSlice')) {
             for (const e of s.endpoints) if (e.conditions?.terminating) seen.add(`${e.targetRef?.name} ${JSON.stringify(e.conditions)}`);
           }
           await new Promise((r) => setTimeout(r, 25));

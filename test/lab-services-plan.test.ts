@@ -1,14 +1,16 @@
-// The lab's pure Service pieces: address allocation (API server + LB pool), the cluster file the
-// agents read, which node announces an LB IP, and probe target resolution.
+// The lab's pure Service pieces: address allocation (API server + LB pool), the objects the lab
+// writes to mesh-control (and the EndpointSlices its controller derives from them), which node
+// announces an LB IP, and probe target resolution.
 import { describe, expect, it } from 'vitest';
-import { clusterObjects } from '../lab/cluster-file.ts';
+import { labObjects } from '../lab/control.ts';
+import { deriveEndpointSlices } from '../mesh-control/controllers/endpoint-slices.ts';
 import { planExternalRoutes } from '../lab/external-routes.ts';
 import { planLab } from '../lab/plan.ts';
 import { allocateServices } from '../lab/service-addresses.ts';
 import type { LabState } from '../lab/state.ts';
 import { resolveTarget } from '../lab/targets.ts';
 import { parseManifests } from '../mesh-control/model/parse.ts';
-import type { EndpointSlice, Service } from '../mesh-control/model/types.ts';
+import type { EndpointSlice, Pod, Service } from '../mesh-control/model/types.ts';
 
 function svc(name: string, spec: Service['spec']): Service {
   return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { selector: { app: name }, ports: [{ name: 'http', port: 80, targetPort: 'http' }], ...spec } };
@@ -58,11 +60,13 @@ describe('allocateServices', () => {
   });
 });
 
-describe('the cluster file', () => {
-  it('holds Nodes, allocated Services, derived EndpointSlices and Pods that the manifest parser accepts', () => {
+describe('the objects the lab writes to mesh-control', () => {
+  it('are Nodes and Pods the manifest parser accepts, from which the EndpointSlice controller derives ready/terminating endpoints', () => {
     const state = labState(allocateServices([], [svc('web', {}), svc('edge', { type: 'LoadBalancer', externalTrafficPolicy: 'Local' })]));
     state.pods[1].deletionTimestamp = '2026-01-01T00:00:00.000Z';
-    const objects = parseManifests(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: clusterObjects(state) }), 'cluster.json');
+    const written = parseManifests(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: labObjects(state) }), 'lab objects');
+    // What mesh-control's controller (controllers/run.ts) stores next to them.
+    const objects = [...written, ...deriveEndpointSlices(state.services, written.filter((o): o is Pod => o.kind === 'Pod'))];
     expect(objects.filter((o) => o.kind === 'Node').map((n) => n.kind === 'Node' && n.status?.addresses?.[0])).toEqual([
       { type: 'InternalIP', address: '172.30.0.11' }, { type: 'InternalIP', address: '172.30.0.12' }, { type: 'InternalIP', address: '172.30.0.13' },
     ]);

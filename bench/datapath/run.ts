@@ -16,11 +16,12 @@ import { build } from 'esbuild';
 import { parseArgs, intFlag, UsageError } from '../../cli/args.ts';
 import { projectRoot } from '../../cni/shim/paths.ts';
 import type { DialResult } from '../../lab/dial.ts';
-import { labDown, labUp, publish } from '../../lab/lab.ts';
+import { applyObjects, applyServices, checkServices, deleteObjects } from '../../lab/control.ts';
+import { labDown, labUp } from '../../lab/lab.ts';
 import { labLayout } from '../../lab/layout.ts';
 import { requestFrom } from '../../lab/probe.ts';
-import { allocateServices } from '../../lab/service-addresses.ts';
 import type { LabState, ProxyMode } from '../../lab/state.ts';
+import { objectKey } from '../../mesh-control/model/objects.ts';
 import { parseManifests } from '../../mesh-control/model/parse.ts';
 import type { EndpointSlice, Service } from '../../mesh-control/model/types.ts';
 import { linePlotSVG } from '../lib/plot.ts';
@@ -66,6 +67,9 @@ spec:
   selector: { app: server }
   ports: [{ port: 80, targetPort: http }]
 `;
+
+/** Objects per Apply call: keeps each request far below the gRPC message limit. */
+const APPLY_CHUNK = 2000;
 
 interface Stats { n: number; p50Us: number; p99Us: number }
 
@@ -133,15 +137,19 @@ async function runMode(mode: ProxyMode, latencyScript: string, latency: LatencyR
   const layout = labLayout(LAB_DIR);
   const client = state.pods.find((p) => p.name === 'client') as LabState['pods'][number];
   const server = state.pods.find((p) => p.name === 'server') as LabState['pods'][number];
-  const base = state.services;
-  const web = base[0].spec.clusterIP as string;
+  const web = state.services[0].spec.clusterIP as string;
+  // Each step replaces the previous step's synthetic objects in mesh-control, which allocates
+  // their clusterIPs and pushes them to the node's agent.
+  let previous: string[] = [];
   for (const n of params.services) {
     // n Services in all: web, the canary of this step, and n-2 synthetic ones.
     const syn = syntheticObjects(n - 2, String(n));
     const canary: Service = { apiVersion: 'v1', kind: 'Service', metadata: { name: `canary-${n}`, namespace: 'default' }, spec: { selector: { app: 'server' }, ports: [{ port: 80, targetPort: 'http' }] } };
-    state.services = allocateServices(base, [...syn.services, canary], state.serviceCIDR);
-    state.endpointSlices = syn.slices;
-    await publish(layout, state);
+    const services = [...syn.services, canary];
+    await deleteObjects(layout, previous);
+    for (let i = 0; i < services.length; i += APPLY_CHUNK) await applyServices(layout, state, checkServices(state, services.slice(i, i + APPLY_CHUNK)));
+    for (let i = 0; i < syn.slices.length; i += APPLY_CHUNK) await applyObjects(layout, syn.slices.slice(i, i + APPLY_CHUNK));
+    previous = [...services, ...syn.slices].map(objectKey);
     const canaryIP = state.services.find((s) => s.metadata.name === canary.metadata.name)?.spec.clusterIP as string;
     const syncWaitMs = await waitForSync(state, canaryIP);
     if (syncWaitMs === undefined) {
