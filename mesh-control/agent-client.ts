@@ -12,11 +12,12 @@ import { mkdirSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { credentials as grpcCredentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { inflateRawSync } from 'node:zlib';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { ClusterStateSource, ClusterView } from '../proxy/agent/source.ts';
 import { viewFromObjects } from '../proxy/agent/source.ts';
 import { causeText, ControlError, fromGrpcError } from './errors.ts';
-import { channelCredentials, type Credentials } from './client.ts';
+import { channelFor, unixSocketPath, type Credentials } from './client.ts';
 import { readClientConfig, splitHostPort, writeClientConfig, weftHome } from './client-config.ts';
 import type { ClusterObject } from './model/types.ts';
 import { createKeyAndCsr } from './pki/openssl.ts';
@@ -46,11 +47,16 @@ export interface ControlStateSource extends ClusterStateSource {
   connected(): boolean;
 }
 
+function decodePacked(packed: Buffer): NodeUpdate {
+  return weftServices().NodeSync.service.Stream.responseDeserialize(inflateRawSync(packed)) as NodeUpdate;
+}
+
 /** The server's CA, fetched over TLS without trust and accepted only if its hash matches the token's. */
 async function discoverCa(server: string, caHash: string): Promise<string> {
-  const [host, port] = splitHostPort(server, 'server address');
+  const path = unixSocketPath(server);
+  const [host, port] = path !== undefined ? ['localhost', 0] : splitHostPort(server, 'server address');
   const chain = await new Promise<Buffer[]>((resolve, reject) => {
-    const socket = tlsConnect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: host.match(/^[\d.]+$/) ? undefined : host }, () => {
+    const socket = tlsConnect({ ...(path !== undefined ? { path } : { host, port }), rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: host.match(/^[\d.]+$/) ? undefined : host }, () => {
       const out: Buffer[] = [];
       let cert = socket.getPeerCertificate(true);
       while (cert && cert.raw && !out.some((b) => b.equals(cert.raw))) {
@@ -75,7 +81,8 @@ export async function joinControl(server: string, node: string, token: string): 
   const t = parseJoinToken(token);
   const caPem = await discoverCa(server, t.caHash);
   const { keyPem, csrPem } = await createKeyAndCsr();
-  const client = new (weftServices().Bootstrap)(server, grpcCredentials.createSsl(Buffer.from(caPem)));
+  const channel = channelFor(server, { caPem });
+  const client = new (weftServices().Bootstrap)(server, channel.credentials, channel.options);
   try {
     const res = await new Promise<{ cert_pem: string; ca_pem: string }>((resolve, reject) =>
       (client as unknown as { Join: (r: unknown, o: unknown, cb: (e: Error | null, r: { cert_pem: string; ca_pem: string }) => void) => void }).Join(
@@ -125,10 +132,12 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
       return { next: objects, error: `delta is based on version ${u.base_version} but this agent holds ${acked || 'nothing'}` };
     }
     const next = u.full ? new Map<string, ClusterObject>() : new Map(objects);
-    // Removals first: a later entry for the same key (the node's own pod) wins (proto/weft.proto).
-    for (const key of u.removed) next.delete(key);
     try {
-      for (const r of u.resources) next.set(r.key, JSON.parse(r.json.toString('utf8')) as ClusterObject);
+      // The packed part first, then the plain one; removals before upserts: a later entry for
+      // the same key (the node's own pod) wins (proto/weft.proto).
+      const parts = u.packed.length > 0 ? [decodePacked(u.packed), u] : [u];
+      for (const p of parts) for (const key of p.removed) next.delete(key);
+      for (const p of parts) for (const r of p.resources) next.set(r.key, JSON.parse(r.json.toString('utf8')) as ClusterObject);
     } catch (err) {
       return { next: objects, error: `failed to decode a resource: ${causeText(err)}` };
     }
@@ -146,11 +155,14 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
 
   function open(creds: Credentials): void {
     if (stopped) return;
-    client ??= new (weftServices().NodeSync)(opts.server, channelCredentials(creds), {
-      'grpc.max_receive_message_length': 256 * 1024 * 1024,
-      'grpc.keepalive_time_ms': 10_000,
-      'grpc.keepalive_timeout_ms': 5_000,
-    });
+    if (!client) {
+      const channel = channelFor(opts.server, creds, {
+        'grpc.max_receive_message_length': 256 * 1024 * 1024,
+        'grpc.keepalive_time_ms': 10_000,
+        'grpc.keepalive_timeout_ms': 5_000,
+      });
+      client = new (weftServices().NodeSync)(opts.server, channel.credentials, channel.options);
+    }
     const s = (client as unknown as { Stream: () => ClientDuplexStream<NodeRequest, NodeUpdate> }).Stream();
     stream = s;
     s.write({ node: opts.node, resume_version: acked, version: '', response_nonce: '', error_detail: '' });

@@ -15,16 +15,16 @@ export interface Credentials {
 /** The TLS server name sent when the server is dialed by IP (any name: the IP is what is verified). */
 const IP_TARGET_SERVER_NAME = 'weft-control';
 
-/**
- * Credentials and channel options to reach `server`. A server dialed by IP is verified against the
- * IP addresses in its certificate, without sending the IP as the TLS server name (RFC 6066 forbids
- * IPs there and Node warns about it on every connection).
- */
 /** The socket path of a `unix:/path` address (grpc-js binds and dials those), else undefined. */
 export function unixSocketPath(address: string): string | undefined {
   return address.startsWith('unix:') ? address.slice('unix:'.length) : undefined;
 }
 
+/**
+ * Credentials and channel options to reach `server`. A server dialed by IP is verified against the
+ * IP addresses in its certificate, without sending the IP as the TLS server name (RFC 6066 forbids
+ * IPs there and Node warns about it on every connection).
+ */
 export function channelFor(server: string, c: { caPem: string; certPem?: string; keyPem?: string }, options: ChannelOptions = {}): { credentials: ChannelCredentials; options: ChannelOptions } {
   // Over a unix socket grpc-js sends `localhost` as the TLS server name: the server certificate names it.
   const host = unixSocketPath(server) !== undefined ? 'localhost' : splitHostPort(server, 'server address')[0];

@@ -17,9 +17,10 @@ import { preEncodedService } from './push/wire.ts';
 import { openStore } from './store/index.ts';
 import { resolveKind } from './kinds.ts';
 import { DEFAULT_LISTEN, splitHostPort, writeClientConfig } from './client-config.ts';
+import { unixSocketPath } from './client.ts';
 
 export interface ControlServerConfig {
-  /** gRPC HOST:PORT (default 127.0.0.1:7443; port 0 picks one). */
+  /** gRPC HOST:PORT (default 127.0.0.1:7443; port 0 picks one) or unix:/path. */
   listen?: string;
   /** HTTP HOST:PORT for /healthz, /readyz, /metrics; absent: not served. */
   opsListen?: string;
@@ -35,7 +36,7 @@ export interface ControlServerConfig {
   serviceCIDR?: string;
   nodePortRange?: string;
   debounceMs?: number;
-  /** Snapshot-sized updates written at once (default 4). */
+  /** Snapshot-sized updates in flight at once, until ACKed (default 4). */
   largeWrites?: number;
   log?: (message: string) => void;
 }
@@ -56,7 +57,10 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
   const log = config.log ?? ((m: string) => process.stderr.write(`weft control: ${m}\n`));
   const pkiDir = config.pkiDir ?? (config.dataDir ? join(config.dataDir, 'pki') : undefined);
   if (!pkiDir) throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', 'invalid control config: --pki-dir is required with --etcd-endpoints');
-  const [host, port] = splitHostPort(config.listen ?? DEFAULT_LISTEN, 'listen address');
+  const listen = config.listen ?? DEFAULT_LISTEN;
+  const socketPath = unixSocketPath(listen);
+  // Clients of a unix socket verify the server as `localhost` (client.ts channelFor).
+  const [host, port] = socketPath !== undefined ? ['localhost', 0] : splitHostPort(listen, 'listen address');
   const metrics = createControlMetrics();
   const store = openStore({ dataDir: config.dataDir, etcdEndpoints: config.etcdEndpoints, etcdPrefix: config.etcdPrefix, log });
   const observe = (verb: string, s: number) => metrics.storeLatency.observe({ verb }, s);
@@ -205,13 +209,13 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
       grpc.addService(services.Control.service, controlImpl);
       grpc.addService(services.Bootstrap.service, bootstrapImpl);
       const boundPort = await new Promise<number>((resolve, reject) =>
-        grpc!.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
+        grpc!.bindAsync(socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
       );
-      bound = `${host}:${boundPort}`;
+      bound = socketPath !== undefined ? listen : `${host}:${boundPort}`;
       if (config.adminConfigPath) {
         const adminPair = await ca.issueAdmin();
         const dial = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host;
-        writeClientConfig(config.adminConfigPath, { server: `${dial}:${boundPort}`, caPem: ca.caPem, certPem: adminPair.certPem, keyPem: adminPair.keyPem });
+        writeClientConfig(config.adminConfigPath, { server: socketPath !== undefined ? listen : `${dial}:${boundPort}`, caPem: ca.caPem, certPem: adminPair.certPem, keyPem: adminPair.keyPem });
       }
       ready = true;
       log(`serving on ${bound}${opsBound ? `, operations on http://${opsBound}` : ''}`);

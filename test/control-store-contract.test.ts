@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createEmbeddedStore, createEtcdStore, type ObjectStore, type WatchEvent } from '../mesh-control/store/index.ts';
 import { isControlError } from '../mesh-control/errors.ts';
 import { etcdSkipReason, startEtcd, type EtcdServer } from './helpers/etcd.ts';
+import { createEtcdClient, type EtcdWatchBatch } from '../mesh-control/leases/etcd-client.ts';
 import { node, pod, service, startEtcdCluster, strip, tempDir, waitFor } from './helpers/control.ts';
 
 interface Backend {
@@ -165,6 +166,25 @@ describe('embedded store durability', () => {
     await r.stop();
   });
 
+  it('keeps the log since the last snapshot as watch history across a restart', async () => {
+    const t = await tempDir();
+    dirs.push(t.remove);
+    const s = createEmbeddedStore({ dir: t.dir, compactEvery: 4 });
+    await s.start();
+    for (let i = 0; i < 6; i++) await s.put(pod(`p${i}`));
+    await s.delete('Pod/default/p5');
+    await s.stop();
+    const r = createEmbeddedStore({ dir: t.dir, compactEvery: 4 });
+    await r.start();
+    // The snapshot was written at revision 4: history starts there, deletions keep their revision.
+    expect(r.historyStart()).toBe(4);
+    const seen: WatchEvent[] = [];
+    r.watch(r.historyStart(), (evs) => seen.push(...evs))();
+    expect(seen.map((e) => `${e.type} ${e.object.metadata.name} ${e.revision}`)).toEqual(['ADDED p4 5', 'ADDED p5 6', 'DELETED p5 7']);
+    expect(() => r.watch(3, () => {})).toThrow(/too old/);
+    await r.stop();
+  });
+
   it('drops a torn final log line (a write that was never acknowledged)', async () => {
     const t = await tempDir();
     dirs.push(t.remove);
@@ -178,6 +198,51 @@ describe('embedded store durability', () => {
     await r.start();
     expect(r.list().map((o) => o.metadata.name)).toEqual(['kept']);
     await r.stop();
+  });
+});
+
+describe.skipIf(etcdSkipReason !== undefined)('etcd watch events', () => {
+  it('carry the value of a PUT and the own revision of a DELETE', async () => {
+    etcd ??= await startEtcd();
+    const client = createEtcdClient({ endpoints: [etcd.endpoint] });
+    const prefix = `/watch-${process.pid}/`;
+    const batches: EtcdWatchBatch[] = [];
+    try {
+      const start = (await client.range(prefix, { prefix: true })).revision;
+      const put = await client.txn([], [{ put: { key: `${prefix}a`, value: 'one' } }]);
+      const del = await client.txn([], [{ delete: { key: `${prefix}a` } }]);
+      await client.txn([], [{ put: { key: `/elsewhere-${process.pid}`, value: 'x' } }]);
+      const cancel = client.watchEvents(prefix, start + 1, (b) => batches.push(b), () => {});
+      await waitFor('two events', () => batches.flatMap((b) => b.events).length >= 2);
+      cancel();
+      expect(batches.flatMap((b) => b.events).map((e) => [e.type, e.kv.key, e.kv.value, e.kv.modRevision])).toEqual([
+        ['PUT', `${prefix}a`, 'one', put.revision],
+        ['DELETE', `${prefix}a`, '', del.revision],
+      ]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('give a replica each deletion at its own revision, not at the revision it learnt of it', async () => {
+    etcd ??= await startEtcd();
+    const prefix = `/replicas-${process.pid}/`;
+    const a = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const b = createEtcdStore({ endpoints: [etcd.endpoint], prefix });
+    opened.push(a, b);
+    await a.start();
+    await b.start();
+    await a.put(pod('gone'));
+    const seen: WatchEvent[] = [];
+    b.watch(b.revision(), (evs) => seen.push(...evs));
+    await a.delete('Pod/default/gone');
+    const deletedAt = a.revision();
+    await a.put(pod('later'));
+    await waitFor('b sees both', () => seen.length >= 2);
+    expect(seen.map((e) => [e.type, e.object.metadata.name, e.revision])).toEqual([
+      ['DELETED', 'gone', deletedAt],
+      ['ADDED', 'later', deletedAt + 1],
+    ]);
   });
 });
 

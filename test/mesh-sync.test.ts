@@ -3,10 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createControlServer, type ControlServer } from '../mesh-control/server.ts';
 import { createControlStateSource, type ControlStateSource } from '../mesh-control/agent-client.ts';
-import { createControlClient, unary, type ControlClient } from '../mesh-control/client.ts';
+import { channelFor, createControlClient, unary, type ControlClient } from '../mesh-control/client.ts';
 import { readClientConfig } from '../mesh-control/client-config.ts';
 import { weftServices } from '../mesh-control/proto/load.ts';
-import { credentials } from '@grpc/grpc-js';
 import type { ClusterView } from '../proxy/agent/source.ts';
 import type { ClusterObject, NetworkPolicy } from '../mesh-control/model/types.ts';
 import { node, ns, pod, service, slice, tempDir, waitFor } from './helpers/control.ts';
@@ -120,6 +119,29 @@ describe('node stream', () => {
     expect(peer.status?.podIP).toBe('10.244.1.7');
     expect(peer.spec.containers[0]).toEqual({ name: 'c', ports: expect.any(Array) });
     expect(peer.metadata.annotations).toBeUndefined();
+    expect(peer.status?.conditions).toBeUndefined();
+    // The policy change re-evaluated every pod: the own pod, hidden from other nodes (removed in
+    // the shared part of the delta), is still here in full (upserted in this node's own part).
+    const mine = a.last().pods.find((p) => p.metadata.name === 'mine');
+    expect(mine?.status?.conditions).toEqual([{ type: 'Ready', status: 'True' }]);
+    // An own pod that policies can select: projected for everyone, in full for its node only.
+    const selectsMine: NetworkPolicy = { ...policy, metadata: { name: 'to-x', namespace: 'default' }, spec: { podSelector: {}, egress: [{ to: [{ podSelector: { matchLabels: { app: 'x' } } }] }] } };
+    const b = agent('n2-scope');
+    await b.start();
+    await applyObjects([selectsMine]);
+    const projected = await waitFor('own pod projected elsewhere', () => b.last()?.pods.find((p) => p.metadata.name === 'mine'));
+    expect(projected.status?.conditions).toBeUndefined();
+    await waitFor('the policy at n1-scope', () => a.last().networkPolicies.some((p) => p.metadata.name === 'to-x'));
+    expect(a.last().pods.find((p) => p.metadata.name === 'mine')?.status?.conditions).toHaveLength(1);
+    // Same in a snapshot (a new stream for the node, the old one stopped meanwhile).
+    await a.src.stop();
+    const fresh = agent('n1-scope');
+    await fresh.start();
+    await waitFor('a snapshot for n1-scope', () => fresh.last()?.networkPolicies.some((p) => p.metadata.name === 'to-x'));
+    expect(fresh.last().pods.find((p) => p.metadata.name === 'mine')?.status?.conditions).toHaveLength(1);
+    await fresh.src.stop();
+    await a.start();
+    await unary(admin, 'Delete', { keys: ['NetworkPolicy/default/to-x'] }, 'delete');
     await unary(admin, 'Delete', { keys: ['NetworkPolicy/default/from-db'] }, 'delete');
     await waitFor('peer pod gone', () => a.last() && !a.last().pods.some((p) => p.metadata.name === 'other'));
   });
@@ -144,6 +166,33 @@ describe('node stream', () => {
     await waitFor('newer version accepted', () => a.views.length > seen && !a.last().services.some((s) => s.metadata.name === 'poison'));
   });
 
+  it('never re-sends a NACKed snapshot, even while snapshots are reused across versions', async () => {
+    let reject = true;
+    const rejected: string[] = [];
+    const views: ClusterView[] = [];
+    const src = createControlStateSource({
+      server: server.address(),
+      node: 'n-nack-full',
+      credentials: readClientConfig(`${dir.dir}/admin.json`),
+      validate: () => (reject ? 'not ready' : undefined),
+      log: (m) => rejected.push(/rejected version (\d+)/.exec(m)?.[1] ?? ''),
+    });
+    sources.push(src);
+    await src.start((v) => views.push(v));
+    await waitFor('the snapshot NACKed', () => rejected.length > 0);
+    // A publish within the snapshot reuse window: the agent must get a newer snapshot, not the same.
+    await applyObjects([service('during-nack', { selector: { app: 'none' } })]);
+    await waitFor('the newer snapshot NACKed too', () => rejected.length > 1);
+    await new Promise((r) => setTimeout(r, 300));
+    // Only newer versions may follow a NACK (other tests' changes may publish some meanwhile).
+    expect(rejected.map(Number)).toEqual([...new Set(rejected.map(Number))].sort((x, y) => x - y));
+    expect(views).toHaveLength(0);
+    reject = false;
+    await applyObjects([service('after-nack', { selector: { app: 'none' } })]);
+    await waitFor('a newer snapshot accepted', () => views[views.length - 1]?.services.some((x) => x.metadata.name === 'after-nack'));
+    expect(Number(src.version())).toBeGreaterThan(Number(rejected[rejected.length - 1]));
+  });
+
   it('rejects a node certificate streaming another node, and a client without a certificate', async () => {
     const token = (await unary<{ token: string }>(admin, 'CreateJoinToken', { node: 'joiner' }, 'token')).token;
     const { joinControl } = await import('../mesh-control/agent-client.ts');
@@ -159,7 +208,8 @@ describe('node stream', () => {
     sources.push(other);
     await other.start(() => {});
     await waitFor('denied', () => logs.some((l) => /may not stream the view of node n1/.test(l)));
-    const noCert = new (weftServices().Control)(server.address(), credentials.createSsl(Buffer.from(creds.caPem))) as unknown as ControlClient;
+    const bare = channelFor(server.address(), { caPem: creds.caPem });
+    const noCert = new (weftServices().Control)(server.address(), bare.credentials, bare.options) as unknown as ControlClient;
     await expect(unary(noCert, 'Status', {}, 'status')).rejects.toMatchObject({ code: 'WEFT_CONTROL_UNAUTHENTICATED' });
     noCert.close();
     const nodeAsAdmin = createControlClient(server.address(), creds);

@@ -3,12 +3,12 @@
 // benchmark measures the control service, not the agents' JSON parsing). Talks to the parent on
 // stdio, one JSON line per message:
 //   out {"synced":node,"ms":t}     first update received, t ms after the stream opened
-//   out {"ready":true}             every stream has its first update
+//   out {"ready":true,"rssMiB":n}  every stream has its first update (and this process's RSS)
 //   in  {"wait":V}                 → out {"reached":V,"at":epochMs} when every stream ACKed a version ≥ V
 //                                    (at = the latest of their first ACKs at or above V)
 import { Client, Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
 import { createInterface } from 'node:readline';
-import { channelCredentials } from '../../mesh-control/client.ts';
+import { channelFor } from '../../mesh-control/client.ts';
 import { readClientConfig } from '../../mesh-control/client-config.ts';
 import { weftServices } from '../../mesh-control/proto/load.ts';
 import type { NodeRequest } from '../../mesh-control/push/node-sync.ts';
@@ -19,42 +19,35 @@ interface SimAgent {
   acks: [number, number][];
 }
 
+/** A version the parent waits for: agents still below it, and the latest first ACK at or above it. */
+interface Wait {
+  version: number;
+  remaining: number;
+  at: number;
+}
+
 const now = () => performance.timeOrigin + performance.now();
 
 export function runAgents(argv: string[]): void {
   const [server, configPath, first, count, perConnection, seconds] = argv;
-  const creds = channelCredentials(readClientConfig(configPath));
+  // One TLS context for all; each client still has its own connection (local subchannel pool).
+  const channel = channelFor(server, readClientConfig(configPath), { 'grpc.max_receive_message_length': 1024 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
   const method = weftServices().NodeSync.service.Stream;
   const serialize = method.requestSerialize as (r: NodeRequest) => Buffer;
   const agents: SimAgent[] = [];
-  const waits: { version: number }[] = [];
+  const waits: Wait[] = [];
   let client: Client | undefined;
   let synced = 0;
   const emit = (m: unknown) => process.stdout.write(`${JSON.stringify(m)}\n`);
-
-  function check(): void {
-    for (let i = waits.length - 1; i >= 0; i--) {
-      const v = waits[i].version;
-      let at = 0;
-      let all = true;
-      for (const a of agents) {
-        const hit = a.acks.find(([ver]) => ver >= v);
-        if (!hit) {
-          all = false;
-          break;
-        }
-        at = Math.max(at, hit[1]);
-      }
-      if (all) {
-        waits.splice(i, 1);
-        emit({ reached: v, at });
-      }
-    }
-  }
+  const settle = (w: Wait) => {
+    if (w.remaining > 0) return;
+    waits.splice(waits.indexOf(w), 1);
+    emit({ reached: w.version, at: w.at });
+  };
 
   for (let i = 0; i < Number(count); i++) {
     // One TCP+TLS connection per `perConnection` agents (1 = each its own, as real nodes).
-    if (i % Number(perConnection) === 0) client = new Client(server, creds, { 'grpc.max_receive_message_length': 1024 * 1024 * 1024, 'grpc.use_local_subchannel_pool': 1 });
+    if (i % Number(perConnection) === 0) client = new Client(server, channel.credentials, channel.options);
     const node = `bench-${Number(first) + i}`;
     const agent: SimAgent = { acks: [] };
     agents.push(agent);
@@ -64,23 +57,39 @@ export function runAgents(argv: string[]): void {
     s.on('data', (raw: Buffer) => {
       const { version, nonce } = readHead(raw);
       s.write({ node, resume_version: '', version, response_nonce: nonce, error_detail: '' });
-      agent.acks.push([Number(version), now()]);
+      const v = Number(version);
+      const previous = agent.acks.length > 0 ? agent.acks[agent.acks.length - 1][0] : -1;
+      const t = now();
+      agent.acks.push([v, t]);
       if (agent.acks.length > 16) agent.acks.shift();
+      for (const w of [...waits]) {
+        if (previous < w.version && v >= w.version) {
+          w.remaining--;
+          w.at = Math.max(w.at, t);
+          settle(w);
+        }
+      }
       if (agent.acks.length === 1) {
         emit({ synced: node, ms: performance.now() - t0 });
-        if (++synced === Number(count)) emit({ ready: true });
+        if (++synced === Number(count)) emit({ ready: true, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20) });
       }
-      if (waits.length > 0) check();
     });
     s.on('error', (err) => process.stderr.write(`bench agent ${node}: ${err.message}\n`));
   }
   createInterface({ input: process.stdin }).on('line', (line) => {
     const m = JSON.parse(line) as { wait?: number };
-    if (m.wait !== undefined) {
-      waits.push({ version: m.wait });
-      check();
+    if (m.wait === undefined) return;
+    const w: Wait = { version: m.wait, remaining: 0, at: 0 };
+    for (const a of agents) {
+      const hit = a.acks.find(([v]) => v >= w.version);
+      if (hit) w.at = Math.max(w.at, hit[1]);
+      else w.remaining++;
     }
+    waits.push(w);
+    settle(w);
   });
   setTimeout(() => process.exit(0), Number(seconds) * 1000).unref();
   process.stdin.on('end', () => process.exit(0));
+  // A clean exit on the parent's SIGTERM (so --cpu-prof, inherited from the parent, is written).
+  process.once('SIGTERM', () => process.exit(0));
 }

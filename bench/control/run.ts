@@ -82,9 +82,21 @@ async function main(): Promise<void> {
     gc();
     const before = process.memoryUsage();
 
+    const { createControlClient, unary } = await import('../../mesh-control/client.ts');
+    const { readClientConfig } = await import('../../mesh-control/client-config.ts');
+    const admin = createControlClient(server.address(), readClientConfig(join(dir, 'admin.json')));
+    const change = async (c: number) =>
+      unary<{ results: { json: Buffer }[] }>(admin, 'Apply', { items: [{ json: Buffer.from(JSON.stringify(endpointSlice(c % SERVICES, ENDPOINTS, c))), source: 'bench' }] }, 'apply');
+    // grpc-js keeps the chunks of a stream's last received message until the next one arrives:
+    // a small change every second lets synced simulated agents drop their snapshot (a cluster
+    // under sync sees changes anyway); without it 1,000 idle agents would hold 1,000 snapshots.
+    let tickles = 0;
+    const tickle = setInterval(() => void change(CHANGES + ++tickles).catch(() => {}), 1000);
+
     const perProc = Math.ceil(AGENTS / PROCS);
     const syncMs: number[] = [];
     const reached = new Map<number, number[]>();
+    const agentProcessRssMiB: number[] = [];
     let peakRss = before.rss;
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
     const tSync = performance.now();
@@ -93,16 +105,19 @@ async function main(): Promise<void> {
       Promise.all(
         Array.from({ length: PROCS }, (_, p) => {
           const n = Math.min(perProc, AGENTS - p * perProc);
-          const child = spawn(process.execPath, [process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(p * perProc), String(n), String(PER_CONNECTION), '1800'], {
+          const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(p * perProc), String(n), String(PER_CONNECTION), '1800'], {
             stdio: ['pipe', 'pipe', 'inherit'],
           });
           children.push(child);
           return new Promise<void>((resolve, reject) => {
             child.once('exit', (code) => reject(new Error(`bench agent process ${p} exited with ${code}`)));
             createInterface({ input: child.stdout! }).on('line', (line) => {
-              const m = JSON.parse(line) as { synced?: string; ms?: number; ready?: boolean; reached?: number; at?: number };
+              const m = JSON.parse(line) as { synced?: string; ms?: number; ready?: boolean; rssMiB?: number; reached?: number; at?: number };
               if (m.synced) syncMs.push(m.ms!);
-              if (m.ready) resolve();
+              if (m.ready) {
+                agentProcessRssMiB.push(m.rssMiB!);
+                resolve();
+              }
               if (m.reached !== undefined) reached.get(m.reached)?.push(m.at!);
             });
           });
@@ -111,6 +126,7 @@ async function main(): Promise<void> {
     ]);
     const allSyncedMs = performance.now() - tSync;
     clearInterval(sampler);
+    clearInterval(tickle);
     await sleep(2000);
     gc();
     await sleep(200);
@@ -119,13 +135,11 @@ async function main(): Promise<void> {
 
     // One endpoint change at a time: latency = Apply sent → the last agent ACKed a version that
     // contains it (clocks: every process's performance.timeOrigin + now(), same host).
-    const { createControlClient, unary } = await import('../../mesh-control/client.ts');
-    const { readClientConfig } = await import('../../mesh-control/client-config.ts');
-    const admin = createControlClient(server.address(), readClientConfig(join(dir, 'admin.json')));
     const latencies: number[] = [];
+    const cpuBefore = process.cpuUsage();
     for (let c = 0; c < CHANGES; c++) {
       const start = performance.timeOrigin + performance.now();
-      const res = await unary<{ results: { json: Buffer }[] }>(admin, 'Apply', { items: [{ json: Buffer.from(JSON.stringify(endpointSlice(c % SERVICES, ENDPOINTS, c))), source: 'bench' }] }, 'apply');
+      const res = await change(c);
       const version = Number((JSON.parse(res.results[0].json.toString()) as ClusterObject).metadata.resourceVersion);
       const ats: number[] = [];
       reached.set(version, ats);
@@ -139,15 +153,18 @@ async function main(): Promise<void> {
       latencies.push(Math.max(...ats) - start);
       await sleep(50);
     }
+    // The control service's own CPU per change (user + system), pauses between changes included.
+    const cpu = process.cpuUsage(cpuBefore);
     admin.close();
 
     const result = {
-      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES },
+      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
       targets: TARGETS,
       storeLoadMs: Math.round(loadMs),
       initialSyncMsPerAgent: { p50: Math.round(pct(syncMs, 50)), p99: Math.round(pct(syncMs, 99)), max: Math.round(Math.max(...syncMs)) },
       allAgentsSyncedMs: Math.round(allSyncedMs),
       changeToAllAckedMs: { p50: +pct(latencies, 50).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +Math.max(...latencies).toFixed(1) },
+      serverCpuMsPerChange: +((cpu.user + cpu.system) / 1000 / CHANGES).toFixed(1),
       memoryPerIdleAgentKiB: {
         rss: +((idle.rss - before.rss) / 1024 / AGENTS).toFixed(1),
         heapUsed: +((idle.heapUsed - before.heapUsed) / 1024 / AGENTS).toFixed(1),
@@ -155,6 +172,7 @@ async function main(): Promise<void> {
       serverMiB: Object.fromEntries(
         Object.entries({ rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
       ),
+      agentProcessRssMiB,
       note: 'latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
     };
     mkdirSync('bench/results', { recursive: true });
@@ -166,6 +184,7 @@ async function main(): Promise<void> {
       { figure: 'all agents synced (ms)', value: result.allAgentsSyncedMs, target: '—' },
       { figure: 'change → all ACKed p50 (ms)', value: result.changeToAllAckedMs.p50, target: '—' },
       { figure: 'change → all ACKed p99 (ms)', value: result.changeToAllAckedMs.p99, target: `≤ ${TARGETS.changeToAllAckedP99Ms} ${ok(result.changeToAllAckedMs.p99, TARGETS.changeToAllAckedP99Ms)}` },
+      { figure: 'control service CPU per change (ms)', value: result.serverCpuMsPerChange, target: '—' },
       { figure: 'RSS per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.rss, target: `≤ ${TARGETS.memoryPerIdleAgentKiB} ${ok(result.memoryPerIdleAgentKiB.rss, TARGETS.memoryPerIdleAgentKiB)}` },
       { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
       { figure: 'server RSS peak during sync (MiB)', value: result.serverMiB.rssPeakDuringSync, target: '—' },

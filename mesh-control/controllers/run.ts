@@ -120,7 +120,8 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
   function onEvents(events: WatchEvent[]): void {
     for (const e of events) {
       const kind = e.object.kind;
-      if (kind === 'Service' || kind === 'Pod' || kind === 'EndpointSlice') dirty.slices = true;
+      // Slices the controller does not manage (the user's) never change what it derives.
+      if (kind === 'Service' || kind === 'Pod' || (kind === 'EndpointSlice' && e.object.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY)) dirty.slices = true;
       if (kind === 'Deployment' || (kind === 'Pod' && e.type === 'DELETED')) dirty.deployments = true;
       if (kind === 'Node') {
         dirty.nodes = true;

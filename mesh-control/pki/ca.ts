@@ -12,6 +12,8 @@ export const ADMIN_IDENTITY = 'weft:admin';
 export const NODE_IDENTITY_PREFIX = 'weft:node:';
 const CA_DAYS = 3650;
 const LEAF_DAYS = 365;
+/** Verified client certificates remembered (one per node and admin). */
+const VERIFIED_CACHE = 16_384;
 
 export type Identity = { kind: 'admin' } | { kind: 'node'; node: string };
 
@@ -84,6 +86,8 @@ export async function openCertificateAuthority(dir: string, serverNames: string[
     writePrivate(join(dir, 'server.crt'), serverCert);
   }
 
+  // Certificates already verified (DER, base64) → identity, until they expire.
+  const verified = new Map<string, { identity: Identity; notAfter: number }>();
   return {
     caPem,
     caHash: certHash(caPem),
@@ -99,18 +103,30 @@ export async function openCertificateAuthority(dir: string, serverNames: string[
       if (!peerDer || peerDer.length === 0) {
         throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', 'no client certificate: join with a token first (weft control token create --node NAME)');
       }
-      const cert = new X509Certificate(peerDer);
-      const now = Date.now();
-      if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) {
-        throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate ${cert.subject.trim()} is not issued by this control service's CA`);
-      }
-      if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) {
-        throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate ${cert.subject.trim()} is outside its validity (${cert.validFrom} to ${cert.validTo})`);
-      }
-      const cn = /(?:^|\n)CN=([^\n]*)/.exec(cert.subject)?.[1] ?? '';
-      if (cn === ADMIN_IDENTITY) return { kind: 'admin' };
-      if (cn.startsWith(NODE_IDENTITY_PREFIX)) return { kind: 'node', node: cn.slice(NODE_IDENTITY_PREFIX.length) };
-      throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate names no weft identity (CN=${cn})`);
+      // Parsing and verifying costs ~1 ms per call: every Apply and every agent (re)connect.
+      const id = peerDer.toString('base64');
+      const known = verified.get(id);
+      if (known && Date.now() <= known.notAfter) return known.identity;
+      const checked = verify(peerDer);
+      if (verified.size >= VERIFIED_CACHE) verified.delete(verified.keys().next().value!);
+      verified.set(id, checked);
+      return checked.identity;
     },
   };
+
+  function verify(peerDer: Buffer): { identity: Identity; notAfter: number } {
+    const cert = new X509Certificate(peerDer);
+    const now = Date.now();
+    if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) {
+      throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate ${cert.subject.trim()} is not issued by this control service's CA`);
+    }
+    const notAfter = Date.parse(cert.validTo);
+    if (now < Date.parse(cert.validFrom) || now > notAfter) {
+      throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate ${cert.subject.trim()} is outside its validity (${cert.validFrom} to ${cert.validTo})`);
+    }
+    const cn = /(?:^|\n)CN=([^\n]*)/.exec(cert.subject)?.[1] ?? '';
+    if (cn === ADMIN_IDENTITY) return { identity: { kind: 'admin' }, notAfter };
+    if (cn.startsWith(NODE_IDENTITY_PREFIX)) return { identity: { kind: 'node', node: cn.slice(NODE_IDENTITY_PREFIX.length) }, notAfter };
+    throw new ControlError('WEFT_CONTROL_UNAUTHENTICATED', `client certificate names no weft identity (CN=${cn})`);
+  }
 }

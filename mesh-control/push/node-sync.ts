@@ -4,21 +4,23 @@
 //   - at most one update per agent is in flight: changes that arrive meanwhile are coalesced and
 //     sent as one delta from the agent's ACKed version after its ACK;
 //   - a NACKed version is never re-sent: only a newer version is;
-//   - store changes are batched over `debounceMs` into one publish; a delta from version a is the
+//   - store changes are batched over `debounceMs` into one publish (the first change after a quiet
+//     window is published at once); a delta from version a is the
 //     union of the keys changed after a (from the store's change history, so it survives a
 //     restart), each sent as it is now (upsert or removal).
 // Cost per agent is kept to a few fields: what every agent at the same base receives (a snapshot,
-// or the delta from one version) is encoded once into a protobuf body shared by all of them; an
+// or the delta from one version) is encoded (and, when large, compressed) once into a protobuf body
+// shared by all of them; an
 // update is then head (version, nonce) + that body + the node's own pods (wire.ts). Large updates
-// (snapshots) are written a few at a time, so 1,000 agents connecting at once do not queue 1,000
-// copies in the HTTP/2 buffers.
+// (snapshots) are in flight a few at a time (until ACKed), so 1,000 agents connecting at once do
+// not queue 1,000 copies in the HTTP/2 and TLS buffers.
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { objectKey } from '../model/objects.ts';
 import type { ObjectStore, WatchEvent } from '../store/types.ts';
 import type { ClusterObject, Namespace, NetworkPolicy, Pod } from '../model/types.ts';
 import type { ControlMetrics } from '../ops/metrics.ts';
 import { buildPeerIndex, changesPodScope, peerProjection, SHARED_KINDS, type PeerIndex } from './scope.ts';
-import { headFields, kindFields, removedField, resourceField, type EncodedUpdate } from './wire.ts';
+import { headFields, itemsFields, kindFields, removedField, resourceField, type EncodedUpdate } from './wire.ts';
 
 export interface NodeRequest {
   node: string;
@@ -42,6 +44,8 @@ export interface NodeUpdate {
   base_version: string;
   resources: WireResource[];
   removed: string[];
+  /** More resources and removals, DEFLATE-compressed; empty when the update is small. */
+  packed: Buffer;
 }
 
 export interface NodeSyncStatus {
@@ -61,7 +65,7 @@ export interface NodeSyncConfig {
   debounceMs?: number;
   /** Store changes kept for deltas; an agent further behind gets a full snapshot (default 10,000). */
   historySize?: number;
-  /** Large updates (snapshots) being written at once (default 4); others wait their turn. */
+  /** Large updates (snapshots) in flight at once, until ACKed (default 4); others wait their turn. */
   largeWrites?: number;
   log?: (message: string) => void;
 }
@@ -78,6 +82,8 @@ interface Change {
 
 /** What every agent at one base receives, encoded once. */
 interface SharedUpdate {
+  /** The version it brings an agent to. */
+  version: number;
   body: Buffer;
   /** Pods in full, by node: only that node receives them. */
   own: Map<string, Buffer[]>;
@@ -92,7 +98,7 @@ interface Agent {
   acked?: number;
   lastAckAt: number;
   inflight?: { version: number; nonce: string; sentAt: number; changeAt?: number; full: boolean };
-  /** Set while a large write holds a slot; called once when it is flushed or the stream ends. */
+  /** Set while a large update holds a write slot: until its ACK/NACK or the end of the stream. */
   release?: () => void;
   /** No update ACKed yet on the current stream: its first ACK ends the initial sync. */
   syncing: boolean;
@@ -105,6 +111,12 @@ interface Agent {
 const LARGE_UPDATE_BYTES = 256 * 1024;
 /** Shared updates kept per version: agents at a few distinct bases at once. */
 const SHARED_CACHE = 8;
+/**
+ * A snapshot serves new agents this long, even when versions were published since: they catch up
+ * with a delta after their ACK. Under steady churn the (large) snapshot is rebuilt and compressed
+ * at most this often instead of at every publish.
+ */
+const SNAPSHOT_REUSE_MS = 2000;
 
 export interface NodeSync {
   start(): void;
@@ -128,11 +140,15 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
   let version = 0;
   let floor = 0;
   let timer: NodeJS.Timeout | undefined;
+  let lastPublishAt = 0;
   let cancelWatch: (() => void) | undefined;
   let peers: PeerIndex | undefined;
   let nonces = 0;
-  // Keyed by base version ('' = snapshot); valid for the current version only.
+  let pushedFull = 0;
+  let pushedDelta = 0;
+  // Deltas by base version, for the current version only (cleared at each publish).
   let shared = new Map<string, SharedUpdate>();
+  let lastSnapshot: { update: SharedUpdate; builtAt: number } | undefined;
   let largeInFlight = 0;
   const waiting = new Set<Agent>();
   // Each stored object is encoded once, whatever the number of agents (objects are immutable).
@@ -159,11 +175,11 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
   }
 
   function snapshot(): SharedUpdate {
-    const body = [kindFields(true, '')];
+    const items: Buffer[] = [];
     const own = new Map<string, Buffer[]>();
-    for (const kind of ['Namespace', 'Node', 'Service', 'EndpointSlice', 'NetworkPolicy'] as const) for (const o of store.list(kind)) body.push(encode(o));
-    for (const p of store.list('Pod') as Pod[]) addPod(p, body, own, false);
-    return { body: Buffer.concat(body), own, full: true };
+    for (const kind of ['Namespace', 'Node', 'Service', 'EndpointSlice', 'NetworkPolicy'] as const) for (const o of store.list(kind)) items.push(encode(o));
+    for (const p of store.list('Pod') as Pod[]) addPod(p, items, own, false);
+    return { version, body: Buffer.concat([kindFields(true, ''), itemsFields(items)]), own, full: true };
   }
 
   /** The delta from `from` to now, or undefined when history does not reach back (full then). */
@@ -181,23 +197,31 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
     if (podScope) for (const p of store.list('Pod')) keys.add(objectKey(p));
     // Removals apply before upserts (agent-client.ts): a pod hidden from other nodes is removed
     // in the shared body and upserted in its own node's part.
-    const body = [kindFields(false, String(from))];
+    const items: Buffer[] = [];
     const own = new Map<string, Buffer[]>();
     for (const key of keys) {
       const o = store.get(key);
-      if (!o) body.push(removedField(key));
-      else if (SHARED_KINDS.has(o.kind)) body.push(encode(o));
-      else if (o.kind === 'Pod') addPod(o, body, own, true);
+      if (!o) items.push(removedField(key));
+      else if (SHARED_KINDS.has(o.kind)) items.push(encode(o));
+      else if (o.kind === 'Pod') addPod(o, items, own, true);
     }
-    return { body: Buffer.concat(body), own, full: false, changeAt: changeAt === Infinity ? undefined : changeAt };
+    return { version, body: Buffer.concat([kindFields(false, String(from)), itemsFields(items)]), own, full: false, changeAt: changeAt === Infinity ? undefined : changeAt };
   }
 
-  function sharedFor(base: number | undefined): SharedUpdate {
-    const id = base === undefined ? '' : String(base);
+  /** A snapshot of at least version `min` (one above what the agent NACKed: never re-sent). */
+  function snapshotFor(min: number): SharedUpdate {
+    const now = Date.now();
+    const s = lastSnapshot;
+    if (!s || s.update.version < Math.max(floor, min) || now - s.builtAt >= SNAPSHOT_REUSE_MS) lastSnapshot = { update: snapshot(), builtAt: now };
+    return lastSnapshot!.update;
+  }
+
+  function sharedFor(base: number | undefined, min: number): SharedUpdate {
+    if (base === undefined) return snapshotFor(min);
+    const id = String(base);
     let s = shared.get(id);
     if (s) return s;
-    if (base === undefined) s = snapshot();
-    else s = delta(base) ?? sharedFor(undefined);
+    s = delta(base) ?? snapshotFor(min);
     shared.set(id, s);
     if (shared.size > SHARED_CACHE) shared.delete(shared.keys().next().value!);
     return s;
@@ -214,7 +238,7 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
   function send(agent: Agent): void {
     const call = agent.call;
     if (!call || agent.inflight || agent.acked === version || agent.nacked === version) return;
-    const s = sharedFor(agent.acked);
+    const s = sharedFor(agent.acked, agent.nacked === undefined ? 0 : agent.nacked + 1);
     const own = s.own.get(agent.node) ?? [];
     let size = s.body.length;
     for (const b of own) size += b.length;
@@ -224,31 +248,32 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
       return;
     }
     const nonce = (++nonces).toString(36);
-    agent.inflight = { version, nonce, sentAt: Date.now(), changeAt: s.changeAt, full: s.full };
-    metrics.pushes.inc({ type: s.full ? 'full' : 'delta' });
-    const parts = [headFields(String(version), nonce), s.body, ...own];
-    if (!large) {
-      call.write(parts);
-      return;
+    agent.inflight = { version: s.version, nonce, sentAt: Date.now(), changeAt: s.changeAt, full: s.full };
+    if (s.full) pushedFull++;
+    else pushedDelta++;
+    if (pushedFull + pushedDelta === 1) queueMicrotask(countPushes);
+    if (large) {
+      largeInFlight++;
+      agent.release = () => {
+        agent.release = undefined;
+        largeInFlight--;
+        pump();
+      };
     }
-    // An agent that ACKed before its previous large write was reported flushed gives that slot back.
-    agent.release?.();
-    largeInFlight++;
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      if (agent.release === release) agent.release = undefined;
-      largeInFlight--;
-      pump();
-    };
-    agent.release = release;
-    call.write(parts, release);
+    call.write([headFields(String(s.version), nonce), s.body, ...own]);
+  }
+
+  /** Counted per update, added to the metric once per turn (a label lookup per agent adds up). */
+  function countPushes(): void {
+    if (pushedFull > 0) metrics.pushes.inc({ type: 'full' }, pushedFull);
+    if (pushedDelta > 0) metrics.pushes.inc({ type: 'delta' }, pushedDelta);
+    pushedFull = pushedDelta = 0;
   }
 
   function publish(): void {
     timer = undefined;
     if (pending.length === 0) return;
+    lastPublishAt = Date.now();
     version = store.revision();
     history = history.concat(pending);
     pending = [];
@@ -268,7 +293,9 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
     const changes = toChanges(events, Date.now());
     if (changes.some((c) => c.podScope)) peers = undefined;
     pending.push(...changes);
-    timer ??= setTimeout(publish, debounceMs);
+    // After a quiet window the first change goes out at once (a lone endpoint change should not
+    // wait); changes arriving within `debounceMs` of a publish are batched into the next one.
+    timer ??= setTimeout(publish, Date.now() - lastPublishAt >= debounceMs ? 0 : debounceMs);
   }
 
   function onRequest(agent: Agent, req: NodeRequest): void {
@@ -276,6 +303,7 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
     // A response to anything but the newest update is stale (xDS drops those too).
     if (!inflight || req.response_nonce !== inflight.nonce) return;
     agent.inflight = undefined;
+    agent.release?.();
     const now = Date.now();
     if (req.error_detail) {
       agent.nacked = inflight.version;

@@ -3,6 +3,7 @@
 // (repeated fields append in order, scalars: last wins). An update on the wire is
 //   head (version, nonce: per agent) + shared body (what every agent at that base receives) + own parts (per node)
 // and the NodeSync service writes such a list of Buffers as is (`preEncodedService`).
+import { deflateRawSync } from 'node:zlib';
 import type { ServiceDefinition } from '@grpc/grpc-js';
 
 /** An update as the server writes it: parts concatenated into one NodeUpdate message. */
@@ -52,6 +53,15 @@ export function resourceField(kind: string, key: string, json: Buffer): Buffer {
 /** Field 6 (`repeated string removed`) holding one key. */
 export function removedField(key: string): Buffer {
   return fields([6, key]);
+}
+
+/** Bodies at least this large travel compressed (JSON endpoints compress ~10×: less to encrypt and copy per agent). */
+export const PACK_BYTES = 64 * 1024;
+
+/** Resource and removal fields, as is or (from PACK_BYTES) compressed into field 7 (`packed`). */
+export function itemsFields(items: Buffer[]): Buffer {
+  const plain = Buffer.concat(items);
+  return plain.length < PACK_BYTES ? plain : fields([7, deflateRawSync(plain, { level: 1 })]);
 }
 
 /** version (1) + nonce (2): the only per-agent bytes of an update. */

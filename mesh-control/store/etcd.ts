@@ -1,11 +1,12 @@
 // The etcd store: objects as JSON values under `<prefix><objectKey>`, the object's resourceVersion
 // being its etcd mod revision. Writes are etcd transactions with a compare on the mod revision
 // (optimistic concurrency done by etcd itself, so several mesh-control replicas may write). Reads
-// and watches are served from the local cache, kept current by etcd's streaming watch: each
-// notification (and each own write) triggers one range read whose difference to the cache becomes
-// the events; the shared etcd client reports revisions, not event payloads.
+// and watches are served from the local cache, kept current by etcd's streaming watch: each event
+// (PUT with the value, DELETE with its own revision) is applied as it arrives, O(1) per change. A
+// range read diffed against the cache (a relist) is only the fallback: at start, after the watch
+// broke (its history may have been compacted meanwhile), and when an own write is not seen soon.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createEtcdClient, type EtcdClient } from '../leases/etcd-client.ts';
+import { createEtcdClient, type EtcdClient, type EtcdWatchBatch } from '../leases/etcd-client.ts';
 import { ControlError, causeText } from '../errors.ts';
 import { objectKey } from '../model/objects.ts';
 import type { ClusterObject } from '../model/types.ts';
@@ -13,6 +14,8 @@ import { checkPrecondition, createObjectCache, stamp, withRevision, type Change 
 import type { ObjectStore } from './types.ts';
 
 export const DEFAULT_ETCD_OBJECT_PREFIX = '/weft/objects/';
+/** How long a writer waits for the watch to show its write before it relists. */
+const CATCH_UP_MS = 1000;
 
 export interface EtcdStoreConfig {
   endpoints: string[];
@@ -39,6 +42,8 @@ export function createEtcdStore(config: EtcdStoreConfig): ObjectStore {
   // Refreshes are serialized; a request arriving during one runs once more after it.
   let refreshing: Promise<void> | undefined;
   let again = false;
+  // Writers waiting for the watch to deliver their own write.
+  const waiters = new Set<{ revision: number; done: () => void }>();
 
   async function readAll(): Promise<{ revision: number; objects: Map<string, { revision: number; object: ClusterObject }> }> {
     const res = await client!.range(prefix, { prefix: true });
@@ -85,33 +90,53 @@ export function createEtcdStore(config: EtcdStoreConfig): ObjectStore {
 
   /** Until the cache has seen `revision` (an own write), so a writer reads what it wrote. */
   async function catchUp(revision: number): Promise<void> {
+    if (cache.revision() >= revision) return;
+    await new Promise<void>((resolve) => {
+      const w = {
+        revision,
+        done: () => {
+          clearTimeout(timer);
+          waiters.delete(w);
+          resolve();
+        },
+      };
+      // The watch normally delivers it within milliseconds; a relist covers a stalled watch.
+      const timer = setTimeout(w.done, CATCH_UP_MS);
+      waiters.add(w);
+    });
     while (cache.revision() < revision) await refresh();
+  }
+
+  function onBatch(batch: EtcdWatchBatch): void {
+    const changes: Change[] = [];
+    for (const e of batch.events) {
+      // A relist may already have brought the cache past these.
+      if (e.kv.modRevision <= cache.revision() || !e.kv.key.startsWith(prefix)) continue;
+      changes.push({ key: e.kv.key.slice(prefix.length), revision: e.kv.modRevision, object: e.type === 'PUT' ? (JSON.parse(e.kv.value) as ClusterObject) : undefined });
+    }
+    if (changes.length > 0) cache.apply(changes, changes[changes.length - 1].revision);
+    for (const w of waiters) if (w.revision <= cache.revision()) w.done();
   }
 
   function watchLoop(): void {
     if (stopped) return;
-    cancelWatch = client!.watchPrefix(
-      prefix,
-      cache.revision() + 1,
-      () => void refresh().catch((err) => log(`failed to refresh from etcd: ${causeText(err)}`)),
-      (err) => {
-        if (stopped) return;
-        if (err) log(`etcd watch ended, reconnecting: ${causeText(err)}`);
-        // Changes made while the watch was down are picked up by the refresh on reconnect.
-        void (async () => {
-          for (let delay = 100; !stopped; delay = Math.min(delay * 2, 2000)) {
-            try {
-              await refresh();
-              break;
-            } catch (e) {
-              log(`failed to refresh from etcd: ${causeText(e)}`);
-              await sleep(delay);
-            }
+    cancelWatch = client!.watchEvents(prefix, cache.revision() + 1, onBatch, (err) => {
+      if (stopped) return;
+      if (err) log(`etcd watch ended, reconnecting: ${causeText(err)}`);
+      // Relist first: the history since the cache's revision may be compacted by now.
+      void (async () => {
+        for (let delay = 100; !stopped; delay = Math.min(delay * 2, 2000)) {
+          try {
+            await refresh();
+            break;
+          } catch (e) {
+            log(`failed to refresh from etcd: ${causeText(e)}`);
+            await sleep(delay);
           }
-          watchLoop();
-        })();
-      },
-    );
+        }
+        watchLoop();
+      })();
+    });
   }
 
   async function write(verb: string, key: string, build: (current: ClusterObject | undefined) => ClusterObject | undefined, expect: number | undefined): Promise<{ revision: number; object?: ClusterObject; previous?: ClusterObject }> {
@@ -158,6 +183,7 @@ export function createEtcdStore(config: EtcdStoreConfig): ObjectStore {
     },
     async stop() {
       stopped = true;
+      for (const w of waiters) w.done();
       cancelWatch?.();
       client?.close();
     },

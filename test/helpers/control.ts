@@ -1,9 +1,10 @@
-// Helpers for mesh-control tests: a 3-member etcd cluster on loopback, temp dirs, small objects,
-// and polling until a condition holds.
+// Helpers for mesh-control tests: a 3-member etcd cluster on loopback, `weft control` in a child
+// process, temp dirs, small objects, and polling until a condition holds.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { etcdBinary, etcdSkipReason, freePort } from './etcd.ts';
 import type { ClusterObject, EndpointSlice, Namespace, Node, Pod, Service } from '../../mesh-control/model/types.ts';
@@ -99,6 +100,69 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     throw err;
   }
   return { endpoints, members, stop };
+}
+
+export interface ControlProcess {
+  /** The gRPC address it serves on. */
+  address: string;
+  /** HOST:PORT of /healthz, /readyz, /metrics (when --ops-listen is given). */
+  opsAddress?: string;
+  child: ChildProcess;
+  /** Sends the signal and waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+let bundled: Promise<string> | undefined;
+
+/** `weft control` (mesh-control/cli.ts alone, bundled once per test run) in a child process. */
+export async function startControlProcess(args: string[], timeoutMs = 20_000): Promise<ControlProcess> {
+  bundled ??= (async () => {
+    const { build } = await import('esbuild');
+    // Inside the checkout, so the bundle finds mesh-control/proto/weft.proto above it.
+    const outfile = join(root, 'node_modules', '.cache', 'weft-test', `control-${process.pid}.mjs`);
+    await build({
+      stdin: { contents: "import { control } from './mesh-control/cli.ts';\nprocess.exitCode = await control(process.argv.slice(2));\n", resolveDir: root, loader: 'ts' },
+      outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
+      banner: { js: "import { createRequire as __weftRequire } from 'node:module'; const require = __weftRequire(import.meta.url);" },
+    });
+    return outfile;
+  })();
+  const child = spawn(process.execPath, [await bundled, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const [address, opsAddress] = await new Promise<[string, string | undefined]>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`weft control did not start within ${timeoutMs} ms: ${stderr}`));
+    }, timeoutMs);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const m = /serving on ([^\s,]+)(?:, operations on http:\/\/(\S+))?\n/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve([m[1], m[2]]);
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`weft control exited (${signal ?? code}) before serving: ${stderr}`));
+    });
+  });
+  return {
+    address,
+    opsAddress,
+    child,
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited(child);
+    },
+  };
+}
+
+/** Removes the bundle startControlProcess built (afterAll). */
+export async function removeControlBundle(): Promise<void> {
+  if (bundled) await rm(await bundled, { force: true });
+  bundled = undefined;
 }
 
 // Small, valid, defaulted objects for tests.
