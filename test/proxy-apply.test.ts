@@ -10,7 +10,7 @@ import { hashName, nftFullScript, nftIncrementalScript, renderNftables } from '.
 import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
 import type { Service } from '../mesh-control/model/types.ts';
 import { createNetns, netnsSkipReason, type Netns } from './helpers/netns.ts';
-import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
+import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
 
 const skip = netnsSkipReason();
 const p80 = [{ name: 'p80', port: 80, protocol: 'TCP' as const }];
@@ -84,6 +84,30 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
     expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
   });
 
+  it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and incrementally', async () => {
+    const opts = { netns: env!.ns.name };
+    const shapes = (endpoints: string[]) => {
+      const np = (port: number) => [{ ...p80[0], nodePort: port }];
+      const services: Service[] = [
+        makeService('ns2', 'np', { type: 'NodePort', clusterIP: '172.30.1.1', ports: np(30101), externalIPs: ['192.0.2.1'] }),
+        makeService('ns2', 'etp', { type: 'LoadBalancer', clusterIP: '172.30.1.2', ports: np(30102), externalTrafficPolicy: 'Local' }, ['5.6.7.2']),
+        makeService('ns2', 'itp', { clusterIP: '172.30.1.3', ports: p80, internalTrafficPolicy: 'Local' }),
+        makeService('ns2', 'aff', { type: 'NodePort', clusterIP: '172.30.1.4', ports: np(30104), externalTrafficPolicy: 'Local', sessionAffinity: 'ClientIP' }),
+      ];
+      const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
+      return renderNftables(buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR }));
+    };
+    const first = shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']);
+    await nftApply(nftFullScript(first), opts);
+    const second = shapes(['10.180.1.1', '10.180.1.4']);
+    await nftApply(nftIncrementalScript(second, first), opts);
+    const listed = await nftListTable('weft', opts) ?? '';
+    expect(listed).not.toContain('10.180.1.3');
+    expect(listed).not.toContain('pick-cluster-ip-tcp-3');
+    expect(listed).toContain('pick-external-nodeport-tcp-2');
+    await nftApply(nftIncrementalScript(first, second), opts);
+  });
+
   it('reports the rejected line', async () => {
     const bad = '*nat\n:WEFT-X - [0:0]\n-A WEFT-X -j WEFT-NOWHERE\nCOMMIT\n';
     await expect(iptablesRestore(bad, { netns: env!.ns.name })).rejects.toThrow(/^failed to apply iptables rules in netns wt-\S+: .*WEFT-NOWHERE.* \(line \d: (COMMIT|-A WEFT-X -j WEFT-NOWHERE)\)$/);
@@ -103,7 +127,7 @@ describe.skipIf(skip)(`nftables applier in a wt- namespace${skip ? ` (skipped: $
     const first = renderNftables(state(['10.180.0.1', '10.180.0.99']), { serviceCIDRs: ['172.30.0.0/16'] });
     await nftApply(nftFullScript(first), opts);
     await nftApply(nftFullScript(first), opts);
-    // svc1 picks from a slot range of a shared map; lb (affinity) keeps per-endpoint chains.
+    // svc1 picks in a chain shared by services with as many endpoints; lb (affinity) keeps per-endpoint chains.
     const gone = `endpoint-${hashName('ns1/lb/tcp/p80__10.180.0.99/80')}`;
     const listedFirst = await nftListTable('weft', opts) ?? '';
     expect(listedFirst).toContain(gone);
@@ -120,6 +144,30 @@ describe.skipIf(skip)(`nftables applier in a wt- namespace${skip ? ` (skipped: $
     expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
     // A port the ClusterIP does not serve is refused; an unallocated service IP is dropped.
     expect(await connect(env!.ns, '172.30.0.41', 81)).toBe('ECONNREFUSED');
+  });
+
+  it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and incrementally', async () => {
+    const opts = { netns: env!.ns.name };
+    const shapes = (endpoints: string[]) => {
+      const np = (port: number) => [{ ...p80[0], nodePort: port }];
+      const services: Service[] = [
+        makeService('ns2', 'np', { type: 'NodePort', clusterIP: '172.30.1.1', ports: np(30101), externalIPs: ['192.0.2.1'] }),
+        makeService('ns2', 'etp', { type: 'LoadBalancer', clusterIP: '172.30.1.2', ports: np(30102), externalTrafficPolicy: 'Local' }, ['5.6.7.2']),
+        makeService('ns2', 'itp', { clusterIP: '172.30.1.3', ports: p80, internalTrafficPolicy: 'Local' }),
+        makeService('ns2', 'aff', { type: 'NodePort', clusterIP: '172.30.1.4', ports: np(30104), externalTrafficPolicy: 'Local', sessionAffinity: 'ClientIP' }),
+      ];
+      const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
+      return renderNftables(buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR }));
+    };
+    const first = shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']);
+    await nftApply(nftFullScript(first), opts);
+    const second = shapes(['10.180.1.1', '10.180.1.4']);
+    await nftApply(nftIncrementalScript(second, first), opts);
+    const listed = await nftListTable('weft', opts) ?? '';
+    expect(listed).not.toContain('10.180.1.3');
+    expect(listed).not.toContain('pick-cluster-ip-tcp-3');
+    expect(listed).toContain('pick-external-nodeport-tcp-2');
+    await nftApply(nftIncrementalScript(first, second), opts);
   });
 
   it('reports the rejected line', async () => {

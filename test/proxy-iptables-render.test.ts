@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
-import { iptablesRestoreFull, iptablesRestorePartial, probability, renderIptables, type IptablesRenderOptions } from '../proxy/iptables/render.ts';
+import { buildProxyState, createProxyStateBuilder } from '../proxy/model/build-proxy-state.ts';
+import { createIptablesRenderCache, iptablesRestoreFull, iptablesRestorePartial, probability, renderIptables, type IptablesRenderOptions } from '../proxy/iptables/render.ts';
 import { hash16 } from '../proxy/iptables/chain-names.ts';
 import type { EndpointSlice, Service } from '../mesh-control/model/types.ts';
 import { danglingJumps, normalizeRestore, parseRestore, tracePacket } from './helpers/proxy-iptables.ts';
@@ -335,5 +335,24 @@ describe('iptables render: partial syncs', () => {
     const text = iptablesRestoreFull(ruleset, ['KUBE-SEP-AAAAAAAAAAAAAAAA', 'KUBE-SERVICES', 'SOMEONE-ELSES']);
     expect(parseRestore(text).get('nat')?.deleted).toEqual(['KUBE-SEP-AAAAAAAAAAAAAAAA']);
     expect(danglingJumps(text)).toEqual([]);
+  });
+});
+
+describe('iptables render cache', () => {
+  it('reuses unchanged service ports and renders exactly what an uncached render does', () => {
+    const p80 = [{ name: 'p80', port: 80, protocol: 'TCP' as const }];
+    const services = [makeService('ns1', 'a', { clusterIP: '172.30.0.1', ports: p80 }), makeService('ns1', 'b', { type: 'NodePort', clusterIP: '172.30.0.2', ports: [{ ...p80[0], nodePort: 30002 }] })];
+    const slices = [makeSlice('ns1', 'a', [{ addresses: ['10.180.0.1'] }]), makeSlice('ns1', 'b', [{ addresses: ['10.180.0.2'] }])];
+    const builder = createProxyStateBuilder();
+    const cache = createIptablesRenderCache();
+    const input = () => ({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR });
+    const first = renderIptables(builder.build(input()), KUBE, cache);
+    slices[1] = makeSlice('ns1', 'b', []);
+    const second = renderIptables(builder.build(input()), KUBE, cache);
+    expect(second.services.get('ns1/a:p80/tcp')).toBe(first.services.get('ns1/a:p80/tcp'));
+    expect(second).toEqual(renderIptables(buildProxyState(input()), KUBE));
+    const partial = iptablesRestorePartial(second, first);
+    expect(partial).not.toContain(`KUBE-SVC-${hash16('ns1/a:p80tcp')} -`);
+    expect(partial).toContain(`-X KUBE-SVC-${hash16('ns1/b:p80tcp')}`);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
-import { makeService, makeSlice, node, TEST_NODE, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
+import { buildProxyState, createProxyStateBuilder } from '../proxy/model/build-proxy-state.ts';
+import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
 import type { Service, EndpointSlice } from '../mesh-control/model/types.ts';
 
 const p80 = [{ name: 'p80', port: 80, protocol: 'TCP' as const }];
@@ -44,5 +44,23 @@ describe('buildProxyState', () => {
       makeSlice('ns', 's', [{ addresses: ['10.0.0.1'] }], [{ name: 'p80', port: 80, protocol: 'UDP' }], 'udp'),
     ]).servicePorts;
     expect(sp.hasEndpoints).toBe(false);
+  });
+});
+
+describe('createProxyStateBuilder', () => {
+  it('reuses unchanged service ports by identity and stays equal to buildProxyState (patched and re-sorted paths)', () => {
+    const services = ['b', 'a', 'c'].map((n, i) => makeService('ns1', n, { clusterIP: `172.30.0.${i + 1}`, ports: p80 }));
+    const slices = ['b', 'a', 'c'].map((n, i) => makeSlice('ns1', n, [{ addresses: [`10.180.0.${i + 1}`] }]));
+    const input = () => ({ services: [...services], endpointSlices: [...slices], node: node(), clusterCIDR: TEST_CLUSTER_CIDR });
+    const builder = createProxyStateBuilder();
+    const first = builder.build(input());
+    expect(first).toEqual(buildProxyState(input()));
+    slices[1] = makeSlice('ns1', 'a', [{ addresses: ['10.180.0.9'] }]);
+    const second = builder.build(input());
+    expect(second).toEqual(buildProxyState(input()));
+    expect(second.servicePorts[1]).toBe(first.servicePorts[1]);
+    expect(second.servicePorts[0]).not.toBe(first.servicePorts[0]);
+    services.push(makeService('ns0', 'z', { clusterIP: '172.30.0.9', ports: p80 }));
+    expect(builder.build(input())).toEqual(buildProxyState(input()));
   });
 });

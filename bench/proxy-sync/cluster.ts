@@ -53,3 +53,8 @@ export function syntheticView(services: number, endpoints: number, changed: Read
   }
   return view;
 }
+
+/** Service i and its EndpointSlice in their "changed" variant, as a source delivers a new object for it. */
+export function changedService(i: number, endpoints: number): { service: Service; slice: EndpointSlice } {
+  return { service: service(i, 1), slice: slice(i, endpoints, 1) };
+}

@@ -3,9 +3,11 @@
 // (render + diff + apply into a `wt-` namespace), beside the floor: the identical text applied by
 // plain `nft -f` / `iptables-restore` into a fresh namespace.
 //   sudo node bench/run.mjs proxy-sync [--sizes 1000,5000,10000] [--endpoints 10] [--changes 5] [--modes nftables,iptables] [--iptables-max 1000] [--timeout 120]
+// A restore that outlives --timeout (seconds) is killed and its row says "did not finish in N s".
 // Output: bench/results/proxy-sync.json, proxy-sync.md (table with ratios), proxy-sync.svg.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { intFlag, parseArgs } from '../../cli/args.ts';
 import { createProxyStateBuilder } from '../../proxy/model/build-proxy-state.ts';
@@ -15,9 +17,9 @@ import { createNftablesDataplane } from '../../proxy/agent/nftables-dataplane.ts
 import { nftApply } from '../../proxy/nftables/apply.ts';
 import { iptablesRestore } from '../../proxy/iptables/apply.ts';
 import { linePlotSVG } from '../lib/plot.ts';
-import { BENCH_CLUSTER_CIDR, benchNode, syntheticView } from './cluster.ts';
+import { BENCH_CLUSTER_CIDR, benchNode, changedService, syntheticView } from './cluster.ts';
 
-const args = parseArgs(process.argv.slice(2), { values: ['sizes', 'endpoints', 'changes', 'modes', 'timeout', 'out', 'iptables-max'] });
+const args = parseArgs(process.argv.slice(2), { values: ['sizes', 'endpoints', 'changes', 'modes', 'timeout', 'out', 'iptables-max', 'one'] });
 const sizes = (args.flags.get('sizes') ?? '1000,5000,10000').split(',').map(Number);
 const endpoints = intFlag(args, 'endpoints', 10, 1, 100);
 const changes = intFlag(args, 'changes', 5, 1, 50);
@@ -39,12 +41,21 @@ function newNs(label: string): string {
 function cleanup(): void {
   for (const ns of created.splice(0)) { try { execFileSync('ip', ['netns', 'del', ns]); } catch { /* already gone */ } }
 }
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { cleanup(); process.exit(130); });
+let current: ChildProcess | undefined;
+// The measuring child cleans its own namespaces on the signal; wait for it before leaving.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    cleanup();
+    if (!current) process.exit(130);
+    current.kill(sig);
+    current.on('close', () => process.exit(130));
+  });
+}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (x: number): number => Math.round(x * 10) / 10;
 
-interface Row { mode: string; services: number; endpoints: number; fullMs: number; fullFloorMs: number; changeMs: number; changeFloorMs: number; changeApplyMs: number; lines: number; error?: string }
+interface Row { mode: string; services: number; endpoints: number; load: number; fullMs: number; fullApplyMs: number; fullCpuMs: number; changeCpuMs: number; fullFloorMs: number; changeMs: number; changeFloorMs: number; changeApplyMs: number; lines: number; error?: string }
 
 async function measure(mode: 'nftables' | 'iptables', services: number): Promise<Row> {
   const ns = newNs(`${mode.slice(0, 3)}${services}`);
@@ -66,60 +77,98 @@ async function measure(mode: 'nftables' | 'iptables', services: number): Promise
   const builder = createProxyStateBuilder();
   const view = syntheticView(services, endpoints);
   const build = () => builder.build({ services: view.services, endpointSlices: view.endpointSlices, node: benchNode(), clusterCIDR: BENCH_CLUSTER_CIDR });
-  const row: Row = { mode, services, endpoints, fullMs: NaN, fullFloorMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0 };
+  const row: Row = { mode, services, endpoints, load: Math.round(loadavg()[0] * 100) / 100, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0 };
   try {
+    // CPU time of weft's own process (build, render, diff, GC): load on the shared cores inflates it less than wall time.
+    const cpuMs = (since: NodeJS.CpuUsage): number => { const u = process.cpuUsage(since); return (u.user + u.system) / 1000; };
     let t = performance.now();
+    let cpu = process.cpuUsage();
     await dp.sync(build(), true);
     row.fullMs = ms(performance.now() - t);
+    row.fullCpuMs = ms(cpuMs(cpu));
+    row.fullApplyMs = ms(applyMs);
     row.lines = texts[0].split('\n').length;
     row.fullFloorMs = ms(await floor(texts[0]));
-    const took: number[] = [], floors: number[] = [], applies: number[] = [];
+    const took: number[] = [], floors: number[] = [], applies: number[] = [], cpus: number[] = [];
     for (let c = 0; c < changes; c++) {
       // One service changes (new port, shifted endpoints), as a source delivering a new object for it.
       const i = Math.floor((services * (c + 1)) / (changes + 1));
-      const changed = syntheticView(i + 1, endpoints, new Set([i]));
-      view.services[i] = changed.services[i];
-      view.endpointSlices[i] = changed.endpointSlices[i];
+      const changed = changedService(i, endpoints);
+      view.services[i] = changed.service;
+      view.endpointSlices[i] = changed.slice;
       const before = texts.length;
       t = performance.now();
+      cpu = process.cpuUsage();
       await dp.sync(build(), false);
       if (texts.length === before) throw new Error('a change produced no transaction');
       took.push(performance.now() - t);
+      cpus.push(cpuMs(cpu));
       applies.push(applyMs);
       floors.push(await floor(texts.at(-1) as string));
     }
     row.changeMs = ms(median(took));
     row.changeApplyMs = ms(median(applies));
+    row.changeCpuMs = ms(median(cpus));
     row.changeFloorMs = ms(median(floors));
   } catch (err) {
-    row.error = (err as Error).message.slice(0, 300);
+    const message = (err as Error).message;
+    if (texts.length > 0) row.lines = texts[0].split('\n').length;
+    row.error = /killed by SIGTERM/.test(message) ? `did not finish in ${timeoutMs / 1000} s` : message.slice(0, 300);
   } finally {
     for (const n of [ns, floorNs]) { try { execFileSync('ip', ['netns', 'del', n]); } catch { /* gone */ } created.splice(created.indexOf(n), 1); }
   }
   return row;
 }
 
-const rows: Row[] = [];
-try {
-  for (const services of sizes) {
-    for (const mode of modes) {
-      if (mode === 'iptables' && services > iptablesMax) continue;
-      const row = await measure(mode, services);
-      rows.push(row);
-      process.stderr.write(`${JSON.stringify(row)}\n`);
-    }
+/**
+ * Each measurement runs in a fresh process (this script with --one MODE:SIZE): a run must not pay
+ * for the heap and garbage an earlier size or mode left behind.
+ */
+function measureInChild(mode: 'nftables' | 'iptables', services: number): Promise<Row> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [process.argv[1], ...process.argv.slice(2), '--one', `${mode}:${services}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    current = child;
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+    child.on('close', (code) => {
+      current = undefined;
+      try {
+        resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '') as Row);
+      } catch {
+        resolve({ mode, services, endpoints, load: NaN, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0, error: `measurement process exited with ${code}` });
+      }
+    });
+  });
+}
+
+const one = args.flags.get('one');
+if (one !== undefined) {
+  const [mode, size] = one.split(':');
+  try {
+    process.stdout.write(`${JSON.stringify(await measure(mode as 'nftables' | 'iptables', Number(size)))}\n`);
+  } finally {
+    cleanup();
   }
-} finally {
-  cleanup();
+  process.exit(0);
+}
+
+const rows: Row[] = [];
+for (const services of sizes) {
+  for (const mode of modes) {
+    if (mode === 'iptables' && services > iptablesMax) continue;
+    const row = await measureInChild(mode, services);
+    rows.push(row);
+    process.stderr.write(`${JSON.stringify(row)}\n`);
+  }
 }
 mkdirSync(outDir, { recursive: true });
 const kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
 writeFileSync(join(outDir, 'proxy-sync.json'), `${JSON.stringify({ date: new Date().toISOString(), kernel, endpointsPerService: endpoints, changes, rows }, null, 2)}\n`);
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—');
 const f = (x: number): string => (Number.isFinite(x) ? String(x) : '—');
-const table = ['| mode | services × endpoints | full sync ms | floor ms | ratio | one change ms (apply ms) | floor ms | ratio | lines (full) |', '|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.mode} | ${r.services} × ${r.endpoints} | ${f(r.fullMs)} | ${f(r.fullFloorMs)} | ${ratio(r.fullMs, r.fullFloorMs)} | ${f(r.changeMs)} (${f(r.changeApplyMs)}) | ${f(r.changeFloorMs)} | ${ratio(r.changeMs, r.changeFloorMs)} | ${r.lines}${r.error ? ` — error: ${r.error}` : ''} |`)].join('\n');
-writeFileSync(join(outDir, 'proxy-sync.md'), `# proxy sync scale (kernel ${kernel})\n\nfloor = the identical text applied by plain nft -f / iptables-restore into a fresh namespace; one change = median of ${changes}.\n\n${table}\n`);
+const table = ['| mode | services × endpoints | load (1 min) | full sync ms (apply ms) | floor ms | ratio | one change ms (apply ms) | floor ms | ratio | weft CPU ms full / change | lines (full) |', '|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.mode} | ${r.services} × ${r.endpoints} | ${r.load} | ${f(r.fullMs)} (${f(r.fullApplyMs)}) | ${f(r.fullFloorMs)} | ${ratio(r.fullMs, r.fullFloorMs)} | ${f(r.changeMs)} (${f(r.changeApplyMs)}) | ${f(r.changeFloorMs)} | ${ratio(r.changeMs, r.changeFloorMs)} | ${f(r.fullCpuMs)} / ${f(r.changeCpuMs)} | ${r.lines}${r.error ? ` — error: ${r.error}` : ''} |`)].join('\n');
+writeFileSync(join(outDir, 'proxy-sync.md'), `# proxy sync scale (kernel ${kernel})\n\nfloor = the identical text applied by plain nft -f / iptables-restore into a fresh namespace; apply ms = the nft/iptables-restore part of weft's sync (the rest is render + diff); one change = median of ${changes}; load = 1-minute load average when the row started (2 cores); weft CPU = user+system CPU of the benchmark process during the sync (build, render, diff, GC; not nft/iptables-restore); load inflates it less than wall time, but not to nothing (2 vCPUs shared).\n\n${table}\n`);
 const series = modes.flatMap((mode) => [
   { name: `${mode} full`, points: rows.filter((r) => r.mode === mode).map((r): [number, number] => [r.services, r.fullMs]) },
   { name: `${mode} full floor`, points: rows.filter((r) => r.mode === mode).map((r): [number, number] => [r.services, r.fullFloorMs]) },

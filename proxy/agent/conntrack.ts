@@ -44,12 +44,20 @@ function removedEndpointDeletions(old: ProxyServicePort, remaining: ReadonlySet<
   return out;
 }
 
-/** Runs the deletions; "0 flow entries" (exit 1 with that message) is success. Returns failures as messages. */
-export async function runConntrackDeletions(deletions: readonly ConntrackDeletion[], opts: { netns?: string } = {}): Promise<string[]> {
+/** conntrack has no batch mode: one process per deletion, this many at a time. */
+export const CONNTRACK_CONCURRENCY = 4;
+
+/** Runs the deletions, CONCURRENCY at a time; "0 flow entries" (exit 1 with that message) is success. Returns failures as messages. */
+export async function runConntrackDeletions(deletions: readonly ConntrackDeletion[], opts: { netns?: string; concurrency?: number } = {}): Promise<string[]> {
   const failures: string[] = [];
-  for (const args of deletions) {
-    const r = await runCommand('conntrack', ['-D', ...args], { netns: opts.netns, timeoutMs: 10_000 });
-    if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) failures.push(`failed to delete conntrack entries (${args.join(' ')}): ${r.stderr.trim() || `exit ${r.code}`}`);
-  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < deletions.length) {
+      const args = deletions[next++];
+      const r = await runCommand('conntrack', ['-D', ...args], { netns: opts.netns, timeoutMs: 10_000 });
+      if (r.code !== 0 && !/0 flow entries/.test(r.stderr)) failures.push(`failed to delete conntrack entries (${args.join(' ')}): ${r.stderr.trim() || `exit ${r.code}`}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(opts.concurrency ?? CONNTRACK_CONCURRENCY, deletions.length) }, worker));
   return failures;
 }

@@ -1,10 +1,12 @@
 // iptables backend of the agent: one `iptables-restore --noflush` per sync, the top-level chains in
-// full and only the chains of changed service ports (KEP-3453); full syncs also remove stale
+// full and only the chains of changed service ports (KEP-3453), rendered only for changed ones; full syncs also remove stale
 // chains, create the canary chain and ensure the jumps from the built-in chains.
 import { runCommand } from '../run-command.ts';
 import { ProxyError } from '../errors.ts';
 import { ensureIptablesJumps, iptablesCanaryPresent, iptablesNatChains, iptablesRestore, iptablesSave } from '../iptables/apply.ts';
-import { iptablesJumpRules, iptablesRestoreFull, iptablesRestorePartial, renderIptables, type IptablesRenderOptions, type IptablesRuleset } from '../iptables/render.ts';
+import {
+  createIptablesRenderCache, iptablesJumpRules, iptablesRestoreFull, iptablesRestorePartial, renderIptables, type IptablesRenderOptions, type IptablesRuleset,
+} from '../iptables/render.ts';
 import { countLines, type ApplyText, type Dataplane } from './dataplane.ts';
 
 export interface IptablesDataplaneConfig extends IptablesRenderOptions {
@@ -15,6 +17,7 @@ export function createIptablesDataplane(config: IptablesDataplaneConfig, deps: {
   const prefix = config.chainPrefix ?? 'WEFT';
   const opts = { netns: config.netns };
   const apply = deps.apply ?? ((text: string) => iptablesRestore(text, opts));
+  const cache = createIptablesRenderCache();
   let previous: IptablesRuleset | undefined;
 
   function written(text: string): Record<string, number> {
@@ -29,7 +32,7 @@ export function createIptablesDataplane(config: IptablesDataplaneConfig, deps: {
   return {
     mode: 'iptables',
     async sync(state, full) {
-      const ruleset = renderIptables(state, config);
+      const ruleset = renderIptables(state, config, cache);
       const doFull = full || previous === undefined;
       const before = previous;
       previous = undefined;

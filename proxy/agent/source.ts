@@ -1,7 +1,7 @@
 // Where the node agent learns the cluster: a ClusterStateSource delivers whole views (level-
 // triggered, never deltas). The file source reads a List of cluster objects that a writer replaces
 // atomically (temp + rename); a file that cannot be read or parsed is logged and ignored, so the
-// agent keeps forwarding with the last good view (fail static).
+// agent keeps forwarding with the last good view (fail static). Unchanged objects keep their identity.
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -44,6 +44,35 @@ export function viewFromObjects(objects: readonly ClusterObject[]): ClusterView 
   return view;
 }
 
+/** Equality of JSON values (what parsed manifests are made of). */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null || Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) return a.length === (b as unknown[]).length && a.every((v, i) => sameJson(v, (b as unknown[])[i]));
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => Object.hasOwn(b, k) && sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+const identityOf = (o: ClusterObject): string => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+
+/**
+ * Objects equal to the ones of the previous read are replaced by those very objects, as informer
+ * caches keep unchanged objects: the proxy recognises unchanged services by identity and renders
+ * only the changed ones.
+ */
+function keepUnchanged(previous: ReadonlyMap<string, ClusterObject>, objects: ClusterObject[]): { objects: ClusterObject[]; byIdentity: Map<string, ClusterObject> } {
+  const byIdentity = new Map<string, ClusterObject>();
+  const out = objects.map((o) => {
+    const id = identityOf(o);
+    const before = previous.get(id);
+    const kept = before !== undefined && sameJson(before, o) ? before : o;
+    byIdentity.set(id, kept);
+    return kept;
+  });
+  return { objects: out, byIdentity };
+}
+
 export interface FileStateSourceOptions {
   path: string;
   /** Poll period, the fallback when directory watches miss a rename (default 1000 ms). */
@@ -61,6 +90,7 @@ export function createFileStateSource(opts: FileStateSourceOptions): ClusterStat
   let lastStamp = '';
   let lastText: string | undefined;
   let lastError = '';
+  let lastObjects = new Map<string, ClusterObject>();
   let reading: Promise<void> | undefined;
   let again = false;
 
@@ -85,7 +115,9 @@ export function createFileStateSource(opts: FileStateSourceOptions): ClusterStat
     if (text === lastText) return;
     let view: ClusterView;
     try {
-      view = viewFromObjects(parseManifests(text, opts.path));
+      const kept = keepUnchanged(lastObjects, parseManifests(text, opts.path));
+      view = viewFromObjects(kept.objects);
+      lastObjects = kept.byIdentity;
     } catch (err) {
       report(`failed to parse cluster state ${opts.path}: ${(err as Error).message}; keeping the last good state`);
       return;

@@ -42,7 +42,7 @@ export function probability(n: number): string {
   return (1 / n).toFixed(10);
 }
 
-export function renderIptables(state: ProxyState, options: IptablesRenderOptions = {}): IptablesRuleset {
+export function renderIptables(state: ProxyState, options: IptablesRenderOptions = {}, cache?: IptablesRenderCache): IptablesRuleset {
   const P = options.chainPrefix ?? 'WEFT';
   const top = topLevelChains(P);
   const mark = `0x${(options.masqueradeMark ?? 0x4000).toString(16)}`;
@@ -51,6 +51,12 @@ export function renderIptables(state: ProxyState, options: IptablesRenderOptions
   const ifNotLocal = state.clusterCIDR ? `! -s ${state.clusterCIDR}` : '';
   const markMasq = `-j ${top.markMasq}`;
 
+  const ctx: RenderContext = { P, top, withComments, ifLocal, ifNotLocal, markMasq, masqueradeAll: options.masqueradeAll ?? false };
+  const ctxKey = JSON.stringify(ctx);
+  if (cache && cache.key !== ctxKey) {
+    cache.key = ctxKey;
+    cache.fragments = new WeakMap();
+  }
   const fNodePorts: string[] = [];
   const fServices: string[] = [];
   const fExternal: string[] = [];
@@ -58,118 +64,20 @@ export function renderIptables(state: ProxyState, options: IptablesRenderOptions
   const nServices: string[] = [];
   const nNodePorts: string[] = [];
   const services = new Map<string, IptablesServiceRules>();
-
   for (const sp of state.servicePorts) {
-    const p = sp.protocol;
-    const proto = `-m ${p} -p ${p}`;
-    const key = sp.key;
-    const h = hash16(key + p);
-    const svc = `${P}-SVC-${h}`;
-    const svl = `${P}-SVL-${h}`;
-    const ext = `${P}-EXT-${h}`;
-    const fw = `${P}-FW-${h}`;
-    const sepName = new Map(sp.reachableEndpoints.map((ep) => [ep, `${P}-SEP-${hash16(key + p + ep.address)}`]));
-
-    const usesClusterChain = sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints;
-    const usesLocalChain = sp.localEndpoints.length > 0 && sp.usesLocalEndpoints;
-    const internalChain = sp.internalPolicyLocal ? svl : svc;
-    const hasInternal = sp.hasEndpoints && (!sp.internalPolicyLocal || sp.localEndpoints.length > 0);
-    const externalPolicyChain = sp.externalPolicyLocal ? svl : svc;
-    const hasExternal = sp.hasEndpoints && (!sp.externalPolicyLocal || sp.localEndpoints.length > 0);
-    // EXT is needed even without external endpoints: it short-circuits pod and node traffic.
-    const usesExtChain = sp.hasEndpoints && sp.externallyAccessible;
-    const usesFwChain = sp.hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
-    const lbChain = usesFwChain ? fw : ext;
-
-    const noEndpoints = `"${key} has no endpoints"`;
-    const noLocal = `"${key} has no local endpoints"`;
-    const internalFilter = !sp.hasEndpoints ? `-m comment --comment ${noEndpoints}` : `-m comment --comment ${noLocal}`;
-    const internalVerdict = !sp.hasEndpoints ? 'REJECT' : 'DROP';
-    const externalFilter = internalFilter;
-    const externalVerdict = internalVerdict;
-
-    const clusterIPMatch = `-m comment --comment "${key} cluster IP" ${proto} -d ${sp.clusterIP} --dport ${sp.port}`;
-    if (hasInternal) nServices.push(`-A ${top.services} ${clusterIPMatch} -j ${internalChain}`);
-    else fServices.push(`-A ${top.services} ${internalFilter} ${proto} -d ${sp.clusterIP} --dport ${sp.port} -j ${internalVerdict}`);
-
-    for (const ip of sp.externalIPs) {
-      if (sp.hasEndpoints) nServices.push(`-A ${top.services} -m comment --comment "${key} external IP" ${proto} -d ${ip} --dport ${sp.port} -j ${ext}`);
-      if (!hasExternal) fExternal.push(`-A ${top.externalServices} ${externalFilter} ${proto} -d ${ip} --dport ${sp.port} -j ${externalVerdict}`);
+    let fragment = cache?.fragments.get(sp);
+    if (!fragment) {
+      fragment = renderServicePort(sp, ctx);
+      cache?.fragments.set(sp, fragment);
     }
-    for (const ip of sp.loadBalancerIPs) {
-      if (sp.hasEndpoints) nServices.push(`-A ${top.services} -m comment --comment "${key} loadbalancer IP" ${proto} -d ${ip} --dport ${sp.port} -j ${lbChain}`);
-      if (usesFwChain) fFirewall.push(`-A ${top.proxyFirewall} -m comment --comment "${key} traffic not accepted by ${fw}" ${proto} -d ${ip} --dport ${sp.port} -j DROP`);
-    }
-    if (!hasExternal) {
-      for (const ip of sp.loadBalancerIPs) fExternal.push(`-A ${top.externalServices} ${externalFilter} ${proto} -d ${ip} --dport ${sp.port} -j ${externalVerdict}`);
-    }
-    if (sp.nodePort !== 0) {
-      if (sp.hasEndpoints) nNodePorts.push(`-A ${top.nodePorts} -m comment --comment ${key} ${proto} --dport ${sp.nodePort} -j ${ext}`);
-      if (!hasExternal) fExternal.push(`-A ${top.externalServices} ${externalFilter} -m addrtype --dst-type LOCAL ${proto} --dport ${sp.nodePort} -j ${externalVerdict}`);
-    }
-    // Accepted whether or not there are local endpoints: the load balancer must get its 503.
-    if (sp.healthCheckNodePort !== 0) {
-      fNodePorts.push(`-A ${top.nodePorts} -m comment --comment "${key} health check node port" -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`);
-    }
-
-    const chains: string[] = [];
-    const rules: string[] = [];
-    if (hasInternal) {
-      // Off-cluster clients reaching a ClusterIP (a static route to the service range via this
-      // node) may be answered from another node: masquerade so replies come back here.
-      if (options.masqueradeAll) rules.push(`-A ${internalChain} ${clusterIPMatch} ${markMasq}`);
-      else if (ifNotLocal) rules.push(`-A ${internalChain} ${clusterIPMatch} ${ifNotLocal} ${markMasq}`);
-    }
-    if (usesExtChain) {
-      chains.push(ext);
-      if (!sp.externalPolicyLocal) {
-        rules.push(`-A ${ext} -m comment --comment "masquerade traffic for ${key} external destinations" ${markMasq}`);
-      } else {
-        // Pods and the node itself reach external IPs of a Local service through all endpoints, as
-        // if they had gone out to the load balancer and come back in; only the node needs SNAT
-        // (its source would be the local VIP).
-        if (ifLocal) rules.push(`-A ${ext} -m comment --comment "pod traffic for ${key} external destinations" ${ifLocal} -j ${svc}`);
-        rules.push(`-A ${ext} -m comment --comment "masquerade LOCAL traffic for ${key} external destinations" -m addrtype --src-type LOCAL ${markMasq}`);
-        rules.push(`-A ${ext} -m comment --comment "route LOCAL traffic for ${key} external destinations" -m addrtype --src-type LOCAL -j ${svc}`);
-      }
-      if (hasExternal) rules.push(`-A ${ext} -j ${externalPolicyChain}`);
-    }
-    if (usesFwChain) {
-      chains.push(fw);
-      const head = `-A ${fw} -m comment --comment "${key} loadbalancer IP"`;
-      for (const range of sp.loadBalancerSourceRanges) rules.push(`${head} -s ${range} -j ${ext}`);
-      // A node reaching its own LB VIP loops back with the VIP as source.
-      if (sp.sourceRangesAllowNode) for (const ip of sp.loadBalancerIPs) rules.push(`${head} -s ${ip} -j ${ext}`);
-      rules.push(`-A ${fw} -m comment --comment "other traffic to ${key} will be dropped by ${top.proxyFirewall}"`);
-    }
-    const writeEndpointJumps = (chain: string, eps: ProxyServicePort['clusterEndpoints']): void => {
-      chains.push(chain);
-      if (sp.affinityTimeoutSeconds > 0) {
-        for (const ep of eps) {
-          const sep = sepName.get(ep) as string;
-          const comment = withComments ? ` -m comment --comment "${key} -> ${ep.address}"` : '';
-          rules.push(`-A ${chain}${comment} -m recent --name ${sep} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap -j ${sep}`);
-        }
-      }
-      const n = eps.length;
-      eps.forEach((ep, i) => {
-        const comment = withComments ? ` -m comment --comment "${key} -> ${ep.address}"` : '';
-        const stat = i < n - 1 ? ` -m statistic --mode random --probability ${probability(n - i)}` : '';
-        rules.push(`-A ${chain}${comment}${stat} -j ${sepName.get(ep)}`);
-      });
-    };
-    if (usesClusterChain) writeEndpointJumps(svc, sp.clusterEndpoints);
-    if (usesLocalChain) writeEndpointJumps(svl, sp.localEndpoints);
-    for (const ep of sp.reachableEndpoints) {
-      const sep = sepName.get(ep) as string;
-      chains.push(sep);
-      const comment = withComments ? ` -m comment --comment ${key}` : '';
-      // Hairpin: an endpoint reaching itself through the service must see the node as source.
-      rules.push(`-A ${sep}${comment} -s ${ep.ip} ${markMasq}`);
-      const affinity = sp.affinityTimeoutSeconds > 0 ? ` -m recent --name ${sep} --set` : '';
-      rules.push(`-A ${sep}${comment}${affinity} ${proto} -j DNAT --to-destination ${ep.address}`);
-    }
-    services.set(sp.id, { chains, rules });
+    const t = fragment.top;
+    for (const r of t.fNodePorts) fNodePorts.push(r);
+    for (const r of t.fServices) fServices.push(r);
+    for (const r of t.fExternal) fExternal.push(r);
+    for (const r of t.fFirewall) fFirewall.push(r);
+    for (const r of t.nServices) nServices.push(r);
+    for (const r of t.nNodePorts) nNodePorts.push(r);
+    services.set(sp.id, fragment);
   }
 
   nServices.push(`-A ${top.services} -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j ${top.nodePorts}`);
@@ -195,6 +103,151 @@ export function renderIptables(state: ProxyState, options: IptablesRenderOptions
     nat: { chains: [top.nodePorts, top.services, top.markMasq, top.postrouting], rules: natRules },
     services,
   };
+}
+
+interface RenderContext {
+  P: string;
+  top: ReturnType<typeof topLevelChains>;
+  withComments: boolean;
+  ifLocal: string;
+  ifNotLocal: string;
+  markMasq: string;
+  masqueradeAll: boolean;
+}
+
+/** A service port's own chains and rules plus its lines in the top-level chains. */
+interface IptablesServiceFragment extends IptablesServiceRules {
+  top: { fNodePorts: string[]; fServices: string[]; fExternal: string[]; fFirewall: string[]; nServices: string[]; nNodePorts: string[] };
+}
+
+/** Renders of unchanged service ports (same ProxyServicePort object, see createProxyStateBuilder), valid while the context is the same. */
+export interface IptablesRenderCache {
+  key: string;
+  fragments: WeakMap<ProxyServicePort, IptablesServiceFragment>;
+}
+
+export function createIptablesRenderCache(): IptablesRenderCache {
+  return { key: '', fragments: new WeakMap() };
+}
+
+function renderServicePort(sp: ProxyServicePort, ctx: RenderContext): IptablesServiceFragment {
+  const { P, top, withComments, ifLocal, ifNotLocal, markMasq } = ctx;
+  const fNodePorts: string[] = [];
+  const fServices: string[] = [];
+  const fExternal: string[] = [];
+  const fFirewall: string[] = [];
+  const nServices: string[] = [];
+  const nNodePorts: string[] = [];
+  const p = sp.protocol;
+  const proto = `-m ${p} -p ${p}`;
+  const key = sp.key;
+  const h = hash16(key + p);
+  const svc = `${P}-SVC-${h}`;
+  const svl = `${P}-SVL-${h}`;
+  const ext = `${P}-EXT-${h}`;
+  const fw = `${P}-FW-${h}`;
+  const sepName = new Map(sp.reachableEndpoints.map((ep) => [ep, `${P}-SEP-${hash16(key + p + ep.address)}`]));
+
+  const usesClusterChain = sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints;
+  const usesLocalChain = sp.localEndpoints.length > 0 && sp.usesLocalEndpoints;
+  const internalChain = sp.internalPolicyLocal ? svl : svc;
+  const hasInternal = sp.hasEndpoints && (!sp.internalPolicyLocal || sp.localEndpoints.length > 0);
+  const externalPolicyChain = sp.externalPolicyLocal ? svl : svc;
+  const hasExternal = sp.hasEndpoints && (!sp.externalPolicyLocal || sp.localEndpoints.length > 0);
+  // EXT is needed even without external endpoints: it short-circuits pod and node traffic.
+  const usesExtChain = sp.hasEndpoints && sp.externallyAccessible;
+  const usesFwChain = sp.hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  const lbChain = usesFwChain ? fw : ext;
+
+  const noEndpoints = `"${key} has no endpoints"`;
+  const noLocal = `"${key} has no local endpoints"`;
+  const internalFilter = !sp.hasEndpoints ? `-m comment --comment ${noEndpoints}` : `-m comment --comment ${noLocal}`;
+  const internalVerdict = !sp.hasEndpoints ? 'REJECT' : 'DROP';
+  const externalFilter = internalFilter;
+  const externalVerdict = internalVerdict;
+
+  const clusterIPMatch = `-m comment --comment "${key} cluster IP" ${proto} -d ${sp.clusterIP} --dport ${sp.port}`;
+  if (hasInternal) nServices.push(`-A ${top.services} ${clusterIPMatch} -j ${internalChain}`);
+  else fServices.push(`-A ${top.services} ${internalFilter} ${proto} -d ${sp.clusterIP} --dport ${sp.port} -j ${internalVerdict}`);
+
+  for (const ip of sp.externalIPs) {
+    if (sp.hasEndpoints) nServices.push(`-A ${top.services} -m comment --comment "${key} external IP" ${proto} -d ${ip} --dport ${sp.port} -j ${ext}`);
+    if (!hasExternal) fExternal.push(`-A ${top.externalServices} ${externalFilter} ${proto} -d ${ip} --dport ${sp.port} -j ${externalVerdict}`);
+  }
+  for (const ip of sp.loadBalancerIPs) {
+    if (sp.hasEndpoints) nServices.push(`-A ${top.services} -m comment --comment "${key} loadbalancer IP" ${proto} -d ${ip} --dport ${sp.port} -j ${lbChain}`);
+    if (usesFwChain) fFirewall.push(`-A ${top.proxyFirewall} -m comment --comment "${key} traffic not accepted by ${fw}" ${proto} -d ${ip} --dport ${sp.port} -j DROP`);
+  }
+  if (!hasExternal) {
+    for (const ip of sp.loadBalancerIPs) fExternal.push(`-A ${top.externalServices} ${externalFilter} ${proto} -d ${ip} --dport ${sp.port} -j ${externalVerdict}`);
+  }
+  if (sp.nodePort !== 0) {
+    if (sp.hasEndpoints) nNodePorts.push(`-A ${top.nodePorts} -m comment --comment ${key} ${proto} --dport ${sp.nodePort} -j ${ext}`);
+    if (!hasExternal) fExternal.push(`-A ${top.externalServices} ${externalFilter} -m addrtype --dst-type LOCAL ${proto} --dport ${sp.nodePort} -j ${externalVerdict}`);
+  }
+  // Accepted whether or not there are local endpoints: the load balancer must get its 503.
+  if (sp.healthCheckNodePort !== 0) {
+    fNodePorts.push(`-A ${top.nodePorts} -m comment --comment "${key} health check node port" -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`);
+  }
+
+  const chains: string[] = [];
+  const rules: string[] = [];
+  if (hasInternal) {
+    // Off-cluster clients reaching a ClusterIP (a static route to the service range via this
+    // node) may be answered from another node: masquerade so replies come back here.
+    if (ctx.masqueradeAll) rules.push(`-A ${internalChain} ${clusterIPMatch} ${markMasq}`);
+    else if (ifNotLocal) rules.push(`-A ${internalChain} ${clusterIPMatch} ${ifNotLocal} ${markMasq}`);
+  }
+  if (usesExtChain) {
+    chains.push(ext);
+    if (!sp.externalPolicyLocal) {
+      rules.push(`-A ${ext} -m comment --comment "masquerade traffic for ${key} external destinations" ${markMasq}`);
+    } else {
+      // Pods and the node itself reach external IPs of a Local service through all endpoints, as
+      // if they had gone out to the load balancer and come back in; only the node needs SNAT
+      // (its source would be the local VIP).
+      if (ifLocal) rules.push(`-A ${ext} -m comment --comment "pod traffic for ${key} external destinations" ${ifLocal} -j ${svc}`);
+      rules.push(`-A ${ext} -m comment --comment "masquerade LOCAL traffic for ${key} external destinations" -m addrtype --src-type LOCAL ${markMasq}`);
+      rules.push(`-A ${ext} -m comment --comment "route LOCAL traffic for ${key} external destinations" -m addrtype --src-type LOCAL -j ${svc}`);
+    }
+    if (hasExternal) rules.push(`-A ${ext} -j ${externalPolicyChain}`);
+  }
+  if (usesFwChain) {
+    chains.push(fw);
+    const head = `-A ${fw} -m comment --comment "${key} loadbalancer IP"`;
+    for (const range of sp.loadBalancerSourceRanges) rules.push(`${head} -s ${range} -j ${ext}`);
+    // A node reaching its own LB VIP loops back with the VIP as source.
+    if (sp.sourceRangesAllowNode) for (const ip of sp.loadBalancerIPs) rules.push(`${head} -s ${ip} -j ${ext}`);
+    rules.push(`-A ${fw} -m comment --comment "other traffic to ${key} will be dropped by ${top.proxyFirewall}"`);
+  }
+  const writeEndpointJumps = (chain: string, eps: ProxyServicePort['clusterEndpoints']): void => {
+    chains.push(chain);
+    if (sp.affinityTimeoutSeconds > 0) {
+      for (const ep of eps) {
+        const sep = sepName.get(ep) as string;
+        const comment = withComments ? ` -m comment --comment "${key} -> ${ep.address}"` : '';
+        rules.push(`-A ${chain}${comment} -m recent --name ${sep} --rcheck --seconds ${sp.affinityTimeoutSeconds} --reap -j ${sep}`);
+      }
+    }
+    const n = eps.length;
+    eps.forEach((ep, i) => {
+      const comment = withComments ? ` -m comment --comment "${key} -> ${ep.address}"` : '';
+      const stat = i < n - 1 ? ` -m statistic --mode random --probability ${probability(n - i)}` : '';
+      rules.push(`-A ${chain}${comment}${stat} -j ${sepName.get(ep)}`);
+    });
+  };
+  if (usesClusterChain) writeEndpointJumps(svc, sp.clusterEndpoints);
+  if (usesLocalChain) writeEndpointJumps(svl, sp.localEndpoints);
+  for (const ep of sp.reachableEndpoints) {
+    const sep = sepName.get(ep) as string;
+    chains.push(sep);
+    const comment = withComments ? ` -m comment --comment ${key}` : '';
+    // Hairpin: an endpoint reaching itself through the service must see the node as source.
+    rules.push(`-A ${sep}${comment} -s ${ep.ip} ${markMasq}`);
+    const affinity = sp.affinityTimeoutSeconds > 0 ? ` -m recent --name ${sep} --set` : '';
+    rules.push(`-A ${sep}${comment}${affinity} ${proto} -j DNAT --to-destination ${ep.address}`);
+  }
+  return { chains, rules, top: { fNodePorts, fServices, fExternal, fFirewall, nServices, nNodePorts } };
 }
 
 function section(table: string, chains: Iterable<string>, rules: readonly string[][], tail: readonly string[] = []): string {
@@ -242,7 +295,7 @@ export function iptablesRestorePartial(ruleset: IptablesRuleset, previous: Iptab
   for (const [id, s] of ruleset.services) {
     for (const c of s.chains) active.add(c);
     const before = previous.services.get(id);
-    if (before && sameLines(before.rules, s.rules) && sameLines(before.chains, s.chains)) continue;
+    if (before === s || (before && sameLines(before.rules, s.rules) && sameLines(before.chains, s.chains))) continue;
     serviceChains.push(...s.chains);
     serviceRules.push(s.rules);
   }

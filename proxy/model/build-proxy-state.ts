@@ -21,6 +21,9 @@ export interface ProxyStateInput {
   clusterCIDR?: string;
 }
 
+/** Shared by the (many) endpoints without topology hints. */
+const NO_HINTS: readonly string[] = [];
+
 const byAddress = (a: ProxyEndpoint, b: ProxyEndpoint): number => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0);
 
 /** Trims and normalizes; invalid entries are ignored, as kube-proxy ignores them. */
@@ -65,8 +68,8 @@ function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, n
         terminating: c.terminating ?? false,
         nodeName: ep.nodeName,
         zone: ep.zone,
-        zoneHints: ep.hints?.forZones?.map((z) => z.name) ?? [],
-        nodeHints: ep.hints?.forNodes?.map((n) => n.name) ?? [],
+        zoneHints: ep.hints?.forZones?.map((z) => z.name) ?? NO_HINTS,
+        nodeHints: ep.hints?.forNodes?.map((n) => n.name) ?? NO_HINTS,
       });
     }
   }
@@ -84,12 +87,27 @@ function nodeContext(input: ProxyStateInput): BuildContext {
   return { nodeName: input.node.metadata.name, zone: input.node.metadata.labels?.[ZONE_LABEL], nodeIPs };
 }
 
-function slicesByService(endpointSlices: readonly EndpointSlice[]): Map<string, EndpointSlice[]> {
+const serviceKey = (svc: Service): string => `${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`;
+const sliceServiceKey = (slice: EndpointSlice): string | undefined => {
+  const svc = slice.metadata.labels?.[SERVICE_NAME_LABEL];
+  return svc ? `${slice.metadata.namespace ?? 'default'}/${svc}` : undefined;
+};
+
+/** Keys of objects seen before: the same string instance each sync, so map lookups do not rehash it. */
+function memoKey<T extends object>(memo: WeakMap<T, string | undefined>, key: (o: T) => string | undefined): (o: T) => string | undefined {
+  return (o) => {
+    if (memo.has(o)) return memo.get(o);
+    const k = key(o);
+    memo.set(o, k);
+    return k;
+  };
+}
+
+function slicesByService(endpointSlices: readonly EndpointSlice[], keyOf: (slice: EndpointSlice) => string | undefined = sliceServiceKey): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
   for (const slice of endpointSlices) {
-    const svc = slice.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (!svc) continue;
-    const key = `${slice.metadata.namespace ?? 'default'}/${svc}`;
+    const key = keyOf(slice);
+    if (!key) continue;
     const list = out.get(key);
     if (list) list.push(slice);
     else out.set(key, [slice]);
@@ -171,7 +189,7 @@ export function buildProxyState(input: ProxyStateInput): ProxyState {
   const slices = slicesByService(input.endpointSlices);
   const servicePorts: ProxyServicePort[] = [];
   for (const svc of input.services) {
-    servicePorts.push(...buildServicePorts(svc, slices.get(`${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`) ?? [], ctx));
+    servicePorts.push(...buildServicePorts(svc, slices.get(serviceKey(svc)) ?? [], ctx));
   }
   return assemble(ctx, input.clusterCIDR, servicePorts);
 }
@@ -184,22 +202,88 @@ export interface ProxyStateBuilder {
  * buildProxyState with memory: a Service whose object and EndpointSlice objects are the very same
  * objects as in the previous build (sources keep unchanged objects, as informer caches do) keeps
  * its ProxyServicePort objects, so renderers can recognise unchanged service ports by identity.
+ * When the input arrays differ from the previous ones only in objects replaced in place (the
+ * common one-service change), only the services they belong to are looked at.
  */
 export function createProxyStateBuilder(): ProxyStateBuilder {
-  let cache = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; ports: ProxyServicePort[] }>();
+  type Entry = { svc: Service; slices: readonly EndpointSlice[]; ports: ProxyServicePort[] };
+  let cache = new Map<string, Entry>();
   let lastContext = '';
+  let lastServices: readonly Service[] = [];
+  let lastSlices: readonly EndpointSlice[] = [];
+  let slicesByKey = new Map<string, EndpointSlice[]>();
+  // The last sorted result and each id's place in it: a sync that only replaces service ports
+  // with same-id ones patches that array instead of sorting 10k ids again.
+  let last: ProxyState | undefined;
+  let indexOf = new Map<string, number>();
+  const keyOfService = memoKey(new WeakMap<Service, string | undefined>(), serviceKey);
+  const keyOfSlice = memoKey(new WeakMap<EndpointSlice, string | undefined>(), sliceServiceKey);
+
+  const remember = (input: ProxyStateInput, state: ProxyState): ProxyState => {
+    lastServices = input.services.slice();
+    lastSlices = input.endpointSlices.slice();
+    last = state;
+    return state;
+  };
+
+  /** The patched state, or undefined when the change is not a same-place replacement of objects. */
+  function patch(input: ProxyStateInput, ctx: BuildContext): ProxyState | undefined {
+    if (!last || input.services.length !== lastServices.length || input.endpointSlices.length !== lastSlices.length) return undefined;
+    const dirty = new Map<string, Service | undefined>();
+    for (let i = 0; i < input.services.length; i++) {
+      const svc = input.services[i];
+      if (svc === lastServices[i]) continue;
+      const key = keyOfService(svc) as string;
+      if (key !== keyOfService(lastServices[i])) return undefined;
+      dirty.set(key, svc);
+    }
+    const sliceChanges: [string, EndpointSlice, EndpointSlice][] = [];
+    for (let i = 0; i < input.endpointSlices.length; i++) {
+      const slice = input.endpointSlices[i];
+      if (slice === lastSlices[i]) continue;
+      const key = keyOfSlice(slice);
+      if (key !== keyOfSlice(lastSlices[i])) return undefined;
+      if (key === undefined) continue;
+      sliceChanges.push([key, lastSlices[i], slice]);
+    }
+    for (const [key, before, after] of sliceChanges) {
+      slicesByKey.set(key, (slicesByKey.get(key) ?? []).map((s) => (s === before ? after : s)));
+      if (!dirty.has(key)) dirty.set(key, cache.get(key)?.svc);
+    }
+    const servicePorts = last.servicePorts.slice();
+    let endpointCount = last.endpointCount;
+    for (const [key, svc] of dirty) {
+      const before = cache.get(key);
+      if (!before || !svc) return undefined;
+      const own = slicesByKey.get(key) ?? [];
+      const ports = buildServicePorts(svc, own, ctx);
+      if (ports.length !== before.ports.length || ports.some((sp, i) => sp.id !== before.ports[i].id)) return undefined;
+      cache.set(key, { svc, slices: own, ports });
+      ports.forEach((sp, i) => {
+        servicePorts[indexOf.get(sp.id) as number] = sp;
+        endpointCount += sp.reachableEndpoints.length - before.ports[i].reachableEndpoints.length;
+      });
+    }
+    return { nodeName: ctx.nodeName, nodeIPs: ctx.nodeIPs, clusterCIDR: input.clusterCIDR, servicePorts, endpointCount };
+  }
+
   return {
     build(input) {
       const ctx = nodeContext(input);
       const contextKey = JSON.stringify([ctx, input.clusterCIDR]);
-      if (contextKey !== lastContext) cache = new Map();
+      if (contextKey !== lastContext) {
+        cache = new Map();
+        last = undefined;
+      }
       lastContext = contextKey;
-      const slices = slicesByService(input.endpointSlices);
-      const next = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; ports: ProxyServicePort[] }>();
+      const patched = patch(input, ctx);
+      if (patched) return remember(input, patched);
+      slicesByKey = slicesByService(input.endpointSlices, keyOfSlice);
+      const next = new Map<string, Entry>();
       const servicePorts: ProxyServicePort[] = [];
       for (const svc of input.services) {
-        const key = `${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`;
-        const own = slices.get(key) ?? [];
+        const key = keyOfService(svc) as string;
+        const own = slicesByKey.get(key) ?? [];
         const before = cache.get(key);
         const entry = before && before.svc === svc && before.slices.length === own.length && before.slices.every((s, i) => s === own[i])
           ? before
@@ -208,7 +292,9 @@ export function createProxyStateBuilder(): ProxyStateBuilder {
         for (const sp of entry.ports) servicePorts.push(sp);
       }
       cache = next;
-      return assemble(ctx, input.clusterCIDR, servicePorts);
+      const state = assemble(ctx, input.clusterCIDR, servicePorts);
+      indexOf = new Map(state.servicePorts.map((sp, i) => [sp.id, i]));
+      return remember(input, state);
     },
   };
 }

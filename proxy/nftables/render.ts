@@ -1,12 +1,12 @@
 // ProxyState → one nftables table of weft's own (kube-proxy's nftables layout, see proxy/README.md),
 // and the `nft -f` script for a full sync or an incremental transaction. Pure.
 //
-// Dispatch is a verdict-map lookup keyed by `ipv4_addr . inet_proto . inet_service`, so packet cost
-// does not grow with the number of services, and an update only touches the map elements, chains
-// and sets of the service ports that changed.
+// Dispatch is a verdict-map lookup keyed by `ipv4_addr . inet_proto . inet_service`, and endpoint
+// choice a map lookup in a chain shared by all service ports with the same endpoint count, so
+// packet cost does not grow with the number of services, the table holds a few chains and many map
+// elements (which `nft -f` loads fast), and an update of a service is a handful of element changes.
 import { base32Sha256 } from '../hash-name.ts';
-import type { ProxyEndpoint, ProxyServicePort, ProxyState } from '../model/types.ts';
-import { createSlotAllocator, ENDPOINT_MAP_SHARDS, slotMapName, type SlotAllocator } from './endpoint-slots.ts';
+import type { ProxyServicePort, ProxyState } from '../model/types.ts';
 
 export interface NftablesRenderOptions {
   /** Default "weft". */
@@ -21,6 +21,18 @@ export interface NftablesRenderOptions {
 /** One map or set element: [map, key, value] (value "" for set elements). */
 export type NftElement = readonly [map: string, key: string, value: string];
 
+/**
+ * A chain shared by every service port that picks among the same number of endpoints on the same
+ * path: `<key> . numgen random mod N` looked up in its map, whose elements name each service
+ * port's endpoints. Chains (and maps) are counted in distinct endpoint counts, not in services.
+ */
+export interface NftGroup {
+  map: string;
+  /** "{ typeof ... ; }" */
+  mapDecl: string;
+  rules: string[];
+}
+
 /** Everything one service port owns, rendered once and reused while the service port is unchanged. */
 export interface NftServiceObjects {
   /** Chain name → its rules, in order. */
@@ -29,6 +41,12 @@ export interface NftServiceObjects {
   sets: Map<string, string>;
   /** Elements of the shared maps and sets; keys shared by service ports (cluster-ips, hairpin) are counted. */
   elements: NftElement[];
+  /** Map name → this service port's elements of it in `nft` syntax, for full scripts (maps not in SHARED_SETS). */
+  elementText: Map<string, string>;
+  /** Group chains the elements point into (see NftGroup), by chain name. */
+  groups: Map<string, NftGroup>;
+  /** The service port these objects were rendered from: the same object next sync means unchanged. */
+  from: ProxyServicePort;
 }
 
 export interface NftRuleset {
@@ -37,19 +55,24 @@ export interface NftRuleset {
   base: string[];
   /** Keyed by "ns/svc:port/protocol". */
   services: Map<string, NftServiceObjects>;
+  /** Every group chain some service port uses, by chain name. */
+  groups: Map<string, NftGroup>;
+  /** Set by a cached render: the service port ids whose objects differ from `base`, the cache's previous render. */
+  delta?: { base: NftRuleset; ids: Set<string> };
 }
 
 /**
- * Memory a renderer keeps between syncs: the objects of unchanged service ports (by the identity
- * of their ProxyServicePort, see createProxyStateBuilder) and the stable endpoint-slot ranges.
+ * Memory a renderer keeps between syncs: the last render's service ports and their objects (a
+ * ProxyServicePort that is the very same object keeps its objects, see createProxyStateBuilder),
+ * and how many service ports use each group.
  */
 export interface NftRenderCache {
-  fragments: WeakMap<ProxyServicePort, NftServiceObjects>;
-  slots: SlotAllocator;
+  groupUsers: Map<string, { group: NftGroup; users: number }>;
+  ruleset?: NftRuleset;
 }
 
 export function createNftRenderCache(): NftRenderCache {
-  return { fragments: new WeakMap(), slots: createSlotAllocator() };
+  return { groupUsers: new Map() };
 }
 
 /** kube-proxy's hashAndTruncate: base32(sha256(name))[:8] + "-" + name. */
@@ -65,14 +88,7 @@ const MAPS: [string, string][] = [
   ['no-endpoint-nodeports', 'map no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }'],
   ['firewall-ips', 'map firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }'],
   ['hairpin', 'set hairpin { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself through a service is masqueraded" ; }'],
-  // Endpoint choice without a set per service: each dispatch chain owns a range of slots
-  // (numgen ... offset BASE) in one of a few shared maps; a set per service would make the kernel
-  // look sets up by name in a list (quadratic at 10k services), one shared map would make it
-  // revalidate every element for every rule that binds it.
-  ...(['tcp', 'udp', 'sctp'] as const).flatMap((p) => Array.from({ length: ENDPOINT_MAP_SHARDS }, (_, i): [string, string] =>
-    [slotMapName(p, i), `map ${slotMapName(p, i)} { typeof numgen random mod 1 : ip daddr . ${p} dport ; }`])),
 ];
-
 function baseCommands(t: string, o: NftablesRenderOptions, clusterCIDR: string | undefined): string[] {
   const mark = `0x${(o.masqueradeMark ?? 0x4000).toString(16)}`;
   const localDst = 'ip daddr != 127.0.0.0/8 fib daddr type local';
@@ -116,102 +132,168 @@ function baseCommands(t: string, o: NftablesRenderOptions, clusterCIDR: string |
 export function renderNftables(state: ProxyState, options: NftablesRenderOptions = {}, cache: NftRenderCache = createNftRenderCache()): NftRuleset {
   const t = options.table ?? 'weft';
   const services = new Map<string, NftServiceObjects>();
-  const live = new Set<string>();
+  const changed = new Set<string>();
+  const use = (objects: NftServiceObjects, by: number): void => {
+    for (const [name, group] of objects.groups) {
+      const u = cache.groupUsers.get(name);
+      if (u) u.users += by;
+      else cache.groupUsers.set(name, { group, users: by });
+    }
+  };
+  const last = cache.ruleset?.services ?? new Map<string, NftServiceObjects>();
   for (const sp of state.servicePorts) {
-    let objects = cache.fragments.get(sp);
-    if (!objects) {
-      objects = renderServicePort(sp, state.clusterCIDR, cache.slots);
-      cache.fragments.set(sp, objects);
+    let objects = last.get(sp.id);
+    if (objects?.from !== sp) {
+      if (objects) use(objects, -1);
+      objects = renderServicePort(sp, state.clusterCIDR);
+      use(objects, 1);
+      changed.add(sp.id);
     }
     services.set(sp.id, objects);
-    for (const chain of objects.chains.keys()) live.add(chain);
   }
-  cache.slots.retain(live);
-  return { table: t, base: baseCommands(t, options, state.clusterCIDR), services };
+  if (services.size !== last.size || changed.size > 0) {
+    for (const [id, before] of last) {
+      if (services.has(id)) continue;
+      use(before, -1);
+      changed.add(id);
+    }
+  }
+  // Groups are few (distinct endpoint counts), so rebuilding this map is cheap.
+  const groups = new Map<string, NftGroup>();
+  for (const [name, u] of [...cache.groupUsers].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (u.users > 0) groups.set(name, u.group);
+    else cache.groupUsers.delete(name);
+  }
+  const ruleset: NftRuleset = { table: t, base: baseCommands(t, options, state.clusterCIDR), services, groups };
+  const base = cache.ruleset;
+  if (base) {
+    // Only the newest render keeps a delta, so rulesets do not chain back through every sync.
+    base.delta = undefined;
+    ruleset.delta = { base, ids: changed };
+  }
+  cache.ruleset = ruleset;
+  return ruleset;
 }
 
-function renderServicePort(sp: ProxyServicePort, clusterCIDR: string | undefined, slots: SlotAllocator): NftServiceObjects {
-  const ifLocal = clusterCIDR ? `ip saddr ${clusterCIDR}` : '';
+/** Which endpoints a group picks from: Cluster or Local policy; "external" is Cluster plus the masquerade mark. */
+type GroupKind = 'cluster' | 'local' | 'external';
+/** What identifies the service port in the lookup: its destination IP and port, or its node port alone (any local address). */
+type GroupPath = 'ip' | 'nodeport';
+
+function groupOf(kind: GroupKind, path: GroupPath, p: string, n: number): [string, NftGroup] {
+  const key = path === 'ip' ? `ip daddr . ${p} dport` : `${p} dport`;
+  // External traffic picks among the Cluster endpoints: it shares the cluster map, not the chain.
+  const map = `endpoints-${kind === 'local' ? 'local' : 'cluster'}-${path}-${p}-${n}`;
+  const rules = [`dnat ip addr . port to ${key} . numgen random mod ${n} map @${map}`];
+  if (kind === 'external') rules.unshift('jump mark-for-masquerade');
+  return [`pick-${kind}-${path}-${p}-${n}`, { map, mapDecl: `{ typeof ${key} . numgen random mod ${n} : ip daddr . ${p} dport ; }`, rules }];
+}
+
+function renderServicePort(sp: ProxyServicePort, clusterCIDR: string | undefined): NftServiceObjects {
   const elements: NftElement[] = [];
   const el = (map: string, key: string, verdict: string): void => void elements.push([map, key, verdict]);
-  const p = sp.protocol;
-  const base = `${sp.namespace}/${sp.name}/${p}/${sp.portName}`;
-  const hashed = hashName(base);
-  const svc = `service-${hashed}`;
-  const local = `local-${hashed}`;
-  const ext = `external-${hashed}`;
-  const fw = `firewall-${hashed}`;
-  const affinity = sp.affinityTimeoutSeconds > 0;
-  // Per-endpoint chains only where affinity needs them (an `update @set` per endpoint).
-  const epName = new Map(affinity ? sp.reachableEndpoints.map((ep) => [ep, hashName(`${base}__${ep.ip}/${ep.port}`)]) : []);
-
-  const hasInternal = sp.hasEndpoints && (!sp.internalPolicyLocal || sp.localEndpoints.length > 0);
-  const hasExternal = sp.hasEndpoints && (!sp.externalPolicyLocal || sp.localEndpoints.length > 0);
-  const internalChain = sp.internalPolicyLocal ? local : svc;
-  const externalPolicyChain = sp.externalPolicyLocal ? local : svc;
-  const usesFw = sp.hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
-  const noEndpointVerdict = sp.hasEndpoints ? 'drop' : 'goto reject-chain';
-
-  el('cluster-ips', sp.clusterIP, '');
-  const vip = (ip: string): string => `${ip} . ${p} . ${sp.port}`;
-  if (hasInternal) el('service-ips', vip(sp.clusterIP), `goto ${internalChain}`);
-  else el('no-endpoint-services', vip(sp.clusterIP), noEndpointVerdict);
-  for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs]) {
-    if (sp.hasEndpoints) el('service-ips', vip(ip), `goto ${ext}`);
-    if (!hasExternal) el('no-endpoint-services', vip(ip), noEndpointVerdict);
-  }
-  if (usesFw) for (const ip of sp.loadBalancerIPs) el('firewall-ips', vip(ip), `goto ${fw}`);
-  if (sp.nodePort !== 0) {
-    if (sp.hasEndpoints) el('service-nodeports', `${p} . ${sp.nodePort}`, `goto ${ext}`);
-    if (!hasExternal) el('no-endpoint-nodeports', `${p} . ${sp.nodePort}`, noEndpointVerdict);
-  }
-  for (const ep of sp.reachableEndpoints) el('hairpin', `${ep.ip} . ${ep.ip}`, '');
-
   const chains = new Map<string, string[]>();
   const sets = new Map<string, string>();
+  const groups = new Map<string, NftGroup>();
+  const p = sp.protocol;
+  const affinity = sp.affinityTimeoutSeconds > 0;
+  // Hashed per-service names only where a service needs chains of its own (affinity, eTP=Local, source ranges).
+  let hashedName: string | undefined;
+  const hashed = (): string => (hashedName ??= hashName(`${sp.namespace}/${sp.name}/${p}/${sp.portName}`));
   const rulesOf = (chain: string): string[] => {
     let rules = chains.get(chain);
     if (!rules) chains.set(chain, (rules = []));
     return rules;
   };
-  if (sp.hasEndpoints && sp.externallyAccessible) {
-    const r = rulesOf(ext);
+
+  const hasInternal = sp.hasEndpoints && (!sp.internalPolicyLocal || sp.localEndpoints.length > 0);
+  const hasExternal = sp.hasEndpoints && (!sp.externalPolicyLocal || sp.localEndpoints.length > 0);
+  const usesFw = sp.hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  const noEndpointVerdict = sp.hasEndpoints ? 'drop' : 'goto reject-chain';
+  const vip = (ip: string): string => `${ip} . ${p} . ${sp.port}`;
+  const externalIPs = [...sp.externalIPs, ...sp.loadBalancerIPs];
+  // Lookup keys of each path: the ClusterIP for internal traffic, external/LB IPs and the node port for external.
+  const keysOf = (path: GroupPath, internal: boolean): string[] =>
+    path === 'nodeport' ? [String(sp.nodePort)] : internal ? [`${sp.clusterIP} . ${sp.port}`] : externalIPs.map((ip) => `${ip} . ${sp.port}`);
+
+  // With affinity: per-service `service-`/`local-` chains with a chain and a dynamic set per endpoint.
+  const affinityChain = (kind: 'cluster' | 'local'): string => {
+    const chain = `${kind === 'local' ? 'local' : 'service'}-${hashed()}`;
+    if (chains.has(chain)) return chain;
+    const eps = kind === 'local' ? sp.localEndpoints : sp.clusterEndpoints;
+    const r = rulesOf(chain);
+    const names = eps.map((ep) => hashName(`${sp.namespace}/${sp.name}/${p}/${sp.portName}__${ep.ip}/${ep.port}`));
+    names.forEach((name) => r.push(`ip saddr @affinity-${name} goto endpoint-${name}`));
+    r.push(`numgen random mod ${eps.length} vmap { ${names.map((name, i) => `${i} : goto endpoint-${name}`).join(' , ')} }`);
+    eps.forEach((ep, i) => {
+      sets.set(`affinity-${names[i]}`, `{ type ipv4_addr ; flags dynamic,timeout ; timeout ${sp.affinityTimeoutSeconds}s ; }`);
+      if (!chains.has(`endpoint-${names[i]}`)) rulesOf(`endpoint-${names[i]}`).push(`update @affinity-${names[i]} { ip saddr }`, `meta l4proto ${p} dnat to ${ep.address}`);
+    });
+    return chain;
+  };
+  // The chain that picks an endpoint of `kind` for traffic on `path`, with this service port's elements in its map.
+  const pick = (kind: GroupKind, path: GroupPath, internal: boolean): string => {
+    if (affinity) return affinityChain(kind === 'local' ? 'local' : 'cluster');
+    const eps = kind === 'local' ? sp.localEndpoints : sp.clusterEndpoints;
+    const [chain, group] = groupOf(kind, path, p, eps.length);
+    groups.set(chain, group);
+    for (const key of keysOf(path, internal)) eps.forEach((ep, i) => el(group.map, `${key} . ${i}`, `${ep.ip} . ${ep.port}`));
+    return chain;
+  };
+  // The verdict for external traffic on `path`; eTP=Local needs a chain of its own to short-circuit pods and the node.
+  const external = (path: GroupPath): string => {
+    if (!sp.externalPolicyLocal && !affinity) return `goto ${pick('external', path, false)}`;
+    const chain = affinity ? `external-${hashed()}` : `${path === 'ip' ? 'external' : 'nodeport'}-${hashed()}`;
+    if (chains.has(chain)) return `goto ${chain}`;
+    const r = rulesOf(chain);
     if (!sp.externalPolicyLocal) r.push('jump mark-for-masquerade');
     else {
-      if (ifLocal) r.push(`${ifLocal} goto ${svc}`);
-      r.push('fib saddr type local jump mark-for-masquerade', `fib saddr type local goto ${svc}`);
+      const toCluster = pick('cluster', path, false);
+      if (clusterCIDR) r.push(`ip saddr ${clusterCIDR} goto ${toCluster}`);
+      r.push('fib saddr type local jump mark-for-masquerade', `fib saddr type local goto ${toCluster}`);
     }
-    if (hasExternal) r.push(`goto ${externalPolicyChain}`);
+    if (hasExternal) r.push(`goto ${pick(sp.externalPolicyLocal ? 'local' : 'cluster', path, false)}`);
+    return `goto ${chain}`;
+  };
+
+  el('cluster-ips', sp.clusterIP, '');
+  if (hasInternal) el('service-ips', vip(sp.clusterIP), `goto ${pick(sp.internalPolicyLocal ? 'local' : 'cluster', 'ip', true)}`);
+  else el('no-endpoint-services', vip(sp.clusterIP), noEndpointVerdict);
+  if (externalIPs.length > 0) {
+    const verdict = sp.hasEndpoints ? external('ip') : '';
+    for (const ip of externalIPs) {
+      if (verdict) el('service-ips', vip(ip), verdict);
+      if (!hasExternal) el('no-endpoint-services', vip(ip), noEndpointVerdict);
+    }
   }
   if (usesFw) {
+    const fw = `firewall-${hashed()}`;
+    for (const ip of sp.loadBalancerIPs) el('firewall-ips', vip(ip), `goto ${fw}`);
     const sources = [...sp.loadBalancerSourceRanges, ...(sp.sourceRangesAllowNode ? sp.loadBalancerIPs : [])];
     rulesOf(fw).push(`ip saddr != { ${sources.join(', ')} } drop`);
   }
-  const writeEndpointDispatch = (chain: string, eps: readonly ProxyEndpoint[]): void => {
-    const r = rulesOf(chain);
-    if (affinity) {
-      for (const ep of eps) r.push(`ip saddr @affinity-${epName.get(ep)} goto endpoint-${epName.get(ep)}`);
-      r.push(`numgen random mod ${eps.length} vmap { ${eps.map((ep, i) => `${i} : goto endpoint-${epName.get(ep)}`).join(' , ')} }`);
-      return;
-    }
-    const first = slots.base(chain, eps.length);
-    const map = slotMapName(p, slots.shard(chain));
-    r.push(`meta l4proto ${p} dnat ip addr . port to numgen random mod ${eps.length} offset ${first} map @${map}`);
-    eps.forEach((ep, i) => el(map, String(first + i), `${ep.ip} . ${ep.port}`));
-  };
-  if (sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints) writeEndpointDispatch(svc, sp.clusterEndpoints);
-  if (sp.localEndpoints.length > 0 && sp.usesLocalEndpoints) writeEndpointDispatch(local, sp.localEndpoints);
-  if (affinity) {
-    for (const ep of sp.reachableEndpoints) {
-      const name = epName.get(ep) as string;
-      sets.set(`affinity-${name}`, `{ type ipv4_addr ; flags dynamic,timeout ; timeout ${sp.affinityTimeoutSeconds}s ; }`);
-      rulesOf(`endpoint-${name}`).push(`update @affinity-${name} { ip saddr }`, `meta l4proto ${p} dnat to ${ep.address}`);
-    }
+  if (sp.nodePort !== 0) {
+    if (sp.hasEndpoints) el('service-nodeports', `${p} . ${sp.nodePort}`, external('nodeport'));
+    if (!hasExternal) el('no-endpoint-nodeports', `${p} . ${sp.nodePort}`, noEndpointVerdict);
   }
-  return { chains, sets, elements };
+  // Hairpin happens where the packet was DNATed: on the client's own node, or here for a remote pod
+  // short-circuited by eTP=Local (not masqueraded otherwise). Endpoints of other nodes need no pair.
+  for (const ep of sp.reachableEndpoints) {
+    if (ep.isLocal || ep.nodeName === undefined || sp.externalPolicyLocal) el('hairpin', `${ep.ip} . ${ep.ip}`, '');
+  }
+  const byMap = new Map<string, string[]>();
+  for (const [map, key, value] of elements) {
+    if (SHARED_SETS.has(map)) continue;
+    const text = value ? `${key} : ${value}` : key;
+    const list = byMap.get(map);
+    if (list) list.push(text);
+    else byMap.set(map, [text]);
+  }
+  const elementText = new Map([...byMap].map(([map, list]) => [map, list.join(', ')]));
+  return { chains, sets, elements, elementText, groups, from: sp };
 }
 
-/** Element commands, one per map with every element of it (the parse cost of nft is per command). */
+/** Element commands, one per map and up to ELEMENTS_PER_COMMAND elements (the parse cost of nft is per command). */
 function elementCommands(verb: 'add' | 'delete', t: string, elements: Iterable<NftElement>): string[] {
   const byMap = new Map<string, string[]>();
   for (const [map, key, value] of elements) {
@@ -228,12 +310,29 @@ function elementCommands(verb: 'add' | 'delete', t: string, elements: Iterable<N
 }
 
 const ELEMENTS_PER_COMMAND = 1000;
+const FRAGMENTS_PER_COMMAND = 100;
 
-function addServiceObjects(out: { chains: string[]; sets: string[]; rules: string[] }, t: string, s: NftServiceObjects, existing?: NftServiceObjects): void {
+interface ObjectCommands { chains: string[]; sets: string[]; rules: string[] }
+
+function addServiceObjects(out: ObjectCommands, t: string, s: NftServiceObjects, existing?: NftServiceObjects): void {
   for (const [name, decl] of s.sets) if (existing?.sets.get(name) !== decl) out.sets.push(`add set ip ${t} ${name} ${decl}`);
   for (const [name, rules] of s.chains) {
     if (!existing?.chains.has(name)) out.chains.push(`add chain ip ${t} ${name}`);
     for (const r of rules) out.rules.push(`add rule ip ${t} ${name} ${r}`);
+  }
+}
+
+/** Maps, chains and rules of the groups in `groups` and not in `existing` (maps shared by groups are added once). */
+function addGroups(out: ObjectCommands, t: string, groups: ReadonlyMap<string, NftGroup>, existing: ReadonlyMap<string, NftGroup> = new Map()): void {
+  const existingMaps = new Set([...existing.values()].map((g) => g.map));
+  for (const [name, g] of groups) {
+    if (existing.has(name)) continue;
+    if (!existingMaps.has(g.map)) {
+      existingMaps.add(g.map);
+      out.sets.push(`add map ip ${t} ${g.map} ${g.mapDecl}`);
+    }
+    out.chains.push(`add chain ip ${t} ${name}`);
+    for (const r of g.rules) out.rules.push(`add rule ip ${t} ${name} ${r}`);
   }
 }
 
@@ -261,23 +360,31 @@ export function countElements(ruleset: NftRuleset): NftElementCounts {
 /** The whole table, replacing whatever is there in one transaction (affinity state is reset). */
 export function nftFullScript(ruleset: NftRuleset): string {
   const t = ruleset.table;
-  const out = { chains: [] as string[], sets: [] as string[], rules: [] as string[] };
-  const seen = new Set<string>();
-  const elements: NftElement[] = [];
+  const out: ObjectCommands = { chains: [], sets: [], rules: [] };
+  addGroups(out, t, ruleset.groups);
+  const fragments = new Map<string, string[]>();
+  const shared = new Map<string, Set<string>>([...SHARED_SETS].map((name) => [name, new Set<string>()]));
   for (const s of ruleset.services.values()) {
     addServiceObjects(out, t, s);
-    for (const e of s.elements) {
-      if (SHARED_SETS.has(e[0])) {
-        const id = `${e[0]}\u0000${e[1]}`;
-        if (seen.has(id)) continue;
-        seen.add(id);
-      }
-      elements.push(e);
+    for (const [map, text] of s.elementText) {
+      const list = fragments.get(map);
+      if (list) list.push(text);
+      else fragments.set(map, [text]);
     }
+    for (const [map, key] of s.elements) shared.get(map)?.add(key);
+  }
+  const elements: string[] = [];
+  // Pre-joined fragments of service ports, about ELEMENTS_PER_COMMAND elements per command.
+  for (const [map, list] of fragments) {
+    for (let i = 0; i < list.length; i += FRAGMENTS_PER_COMMAND) elements.push(`add element ip ${t} ${map} { ${list.slice(i, i + FRAGMENTS_PER_COMMAND).join(', ')} }`);
+  }
+  for (const [map, keys] of shared) {
+    const list = [...keys];
+    for (let i = 0; i < list.length; i += ELEMENTS_PER_COMMAND) elements.push(`add element ip ${t} ${map} { ${list.slice(i, i + ELEMENTS_PER_COMMAND).join(', ')} }`);
   }
   // "add" first so that "delete" succeeds when the table does not exist yet. Rules before elements:
   // the kernel checks each element against the rules already bound to its map, not the reverse.
-  return [`add table ip ${t}`, `delete table ip ${t}`, ...ruleset.base, ...out.sets, ...out.chains, ...out.rules, ...elementCommands('add', t, elements), ''].join('\n');
+  return [`add table ip ${t}`, `delete table ip ${t}`, ...ruleset.base, ...out.sets, ...out.chains, ...out.rules, ...elements, ''].join('\n');
 }
 
 /**
@@ -298,7 +405,7 @@ export function nftIncrementalScript(ruleset: NftRuleset, previous: NftRuleset, 
   const flush: string[] = [];
   const deleteChains: string[] = [];
   const deleteSets: string[] = [];
-  const out = { chains: [] as string[], sets: [] as string[], rules: [] as string[] };
+  const out: ObjectCommands = { chains: [], sets: [], rules: [] };
   const drop = (s: NftServiceObjects): void => {
     for (const e of s.elements) {
       if (!SHARED_SETS.has(e[0])) { removed.push(e); continue; }
@@ -317,7 +424,11 @@ export function nftIncrementalScript(ruleset: NftRuleset, previous: NftRuleset, 
       if (n === 0) added.push(e);
     }
   };
-  for (const [id, s] of ruleset.services) {
+  // A cached render names the service ports that changed since the previous one; otherwise compare all.
+  const candidates = ruleset.delta?.base === previous ? ruleset.delta.ids : ruleset.services.keys();
+  for (const id of candidates) {
+    const s = ruleset.services.get(id);
+    if (!s) continue;
     const before = previous.services.get(id);
     if (before === s || (before && sameObjects(before, s))) continue;
     if (before) {
@@ -331,8 +442,10 @@ export function nftIncrementalScript(ruleset: NftRuleset, previous: NftRuleset, 
     take(s);
     addServiceObjects(out, t, s, before);
   }
-  for (const [id, before] of previous.services) {
-    if (ruleset.services.has(id)) continue;
+  const gone = ruleset.delta?.base === previous ? [...ruleset.delta.ids].filter((id) => !ruleset.services.has(id)) : [...previous.services.keys()];
+  for (const id of gone) {
+    const before = previous.services.get(id);
+    if (!before || ruleset.services.has(id)) continue;
     drop(before);
     for (const name of before.chains.keys()) {
       flush.push(`flush chain ip ${t} ${name}`);
@@ -340,13 +453,30 @@ export function nftIncrementalScript(ruleset: NftRuleset, previous: NftRuleset, 
     }
     for (const name of before.sets.keys()) deleteSets.push(`delete set ip ${t} ${name}`);
   }
-  // An element removed and added again unchanged (a shared key moving between holders) is left alone.
+  // Groups no service port uses any more go after the elements and chains that pointed into them.
+  const liveMaps = new Set([...ruleset.groups.values()].map((g) => g.map));
+  const deletedMaps = new Set<string>();
+  for (const [name, g] of previous.groups) {
+    if (ruleset.groups.has(name)) continue;
+    flush.push(`flush chain ip ${t} ${name}`);
+    deleteChains.push(`delete chain ip ${t} ${name}`);
+    if (!liveMaps.has(g.map) && !deletedMaps.has(g.map)) {
+      deletedMaps.add(g.map);
+      deleteSets.push(`delete map ip ${t} ${g.map}`);
+    }
+  }
+  const groupsOut: ObjectCommands = { chains: [], sets: [], rules: [] };
+  addGroups(groupsOut, t, ruleset.groups, previous.groups);
+  // An element removed and added again unchanged (a shared key moving between holders) is left alone;
+  // elements of deleted maps go with their map.
   const elementId = (e: NftElement): string => `${e[0]}\u0000${e[1]}\u0000${e[2]}`;
   const addedIds = new Set(added.map(elementId));
   const removedIds = new Set(removed.map(elementId));
   return [
-    ...elementCommands('delete', t, removed.filter((e) => !addedIds.has(elementId(e)))),
-    ...flush, ...deleteChains, ...deleteSets, ...out.sets, ...out.chains, ...out.rules,
+    ...elementCommands('delete', t, removed.filter((e) => !addedIds.has(elementId(e)) && !deletedMaps.has(e[0]))),
+    ...flush, ...deleteChains, ...deleteSets,
+    ...groupsOut.sets, ...groupsOut.chains, ...groupsOut.rules,
+    ...out.sets, ...out.chains, ...out.rules,
     ...elementCommands('add', t, added.filter((e) => !removedIds.has(elementId(e)))),
     '',
   ].join('\n');
@@ -363,5 +493,6 @@ function sameObjects(a: NftServiceObjects, b: NftServiceObjects): boolean {
     if (!other || !sameLines(rules, other)) return false;
   }
   for (const [name, decl] of a.sets) if (b.sets.get(name) !== decl) return false;
+  // Groups follow from the elements (their maps) and the chains' verdicts.
   return a.elements.every((e, i) => e[0] === b.elements[i][0] && e[1] === b.elements[i][1] && e[2] === b.elements[i][2]);
 }
