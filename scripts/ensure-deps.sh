@@ -36,6 +36,8 @@ fi
 
 if [ ! -d node_modules/.bin ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "weft: installing npm packages" >&2
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+  # `npm install` honours package-lock.json; `npm ci` is not used because npm 11 rejects locks whose
+  # optional per-platform packages (rollup's) it recorded itself as "missing".
+  npm install --no-audit --no-fund --loglevel=error
 fi
 node scripts/build.mjs
