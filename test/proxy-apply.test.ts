@@ -26,6 +26,19 @@ function state(endpoints: string[]) {
 }
 
 /** A node namespace: a veth pair carrying the node IP and the service range, and an "endpoint" address on lo serving TCP 80. */
+/** One service of every shape, with `endpoints` spread over this node and another. */
+function shapes(endpoints: string[]) {
+  const np = (port: number) => [{ ...p80[0], nodePort: port }];
+  const services: Service[] = [
+    makeService('ns2', 'np', { type: 'NodePort', clusterIP: '172.30.1.1', ports: np(30101), externalIPs: ['192.0.2.1'] }),
+    makeService('ns2', 'etp', { type: 'LoadBalancer', clusterIP: '172.30.1.2', ports: np(30102), externalTrafficPolicy: 'Local' }, ['5.6.7.2']),
+    makeService('ns2', 'itp', { clusterIP: '172.30.1.3', ports: p80, internalTrafficPolicy: 'Local' }),
+    makeService('ns2', 'aff', { type: 'NodePort', clusterIP: '172.30.1.4', ports: np(30104), externalTrafficPolicy: 'Local', sessionAffinity: 'ClientIP' }),
+  ];
+  const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
+  return buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR });
+}
+
 async function nodeNamespace(label: string): Promise<{ ns: Netns; server: ChildProcess }> {
   const ns = await createNetns(label);
   try {
@@ -84,28 +97,17 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
     expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
   });
 
-  it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and incrementally', async () => {
+  it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and partially', async () => {
     const opts = { netns: env!.ns.name };
-    const shapes = (endpoints: string[]) => {
-      const np = (port: number) => [{ ...p80[0], nodePort: port }];
-      const services: Service[] = [
-        makeService('ns2', 'np', { type: 'NodePort', clusterIP: '172.30.1.1', ports: np(30101), externalIPs: ['192.0.2.1'] }),
-        makeService('ns2', 'etp', { type: 'LoadBalancer', clusterIP: '172.30.1.2', ports: np(30102), externalTrafficPolicy: 'Local' }, ['5.6.7.2']),
-        makeService('ns2', 'itp', { clusterIP: '172.30.1.3', ports: p80, internalTrafficPolicy: 'Local' }),
-        makeService('ns2', 'aff', { type: 'NodePort', clusterIP: '172.30.1.4', ports: np(30104), externalTrafficPolicy: 'Local', sessionAffinity: 'ClientIP' }),
-      ];
-      const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
-      return renderNftables(buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR }));
-    };
-    const first = shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']);
-    await nftApply(nftFullScript(first), opts);
-    const second = shapes(['10.180.1.1', '10.180.1.4']);
-    await nftApply(nftIncrementalScript(second, first), opts);
-    const listed = await nftListTable('weft', opts) ?? '';
-    expect(listed).not.toContain('10.180.1.3');
-    expect(listed).not.toContain('pick-cluster-ip-tcp-3');
-    expect(listed).toContain('pick-external-nodeport-tcp-2');
-    await nftApply(nftIncrementalScript(first, second), opts);
+    const first = renderIptables(shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']), {});
+    await iptablesRestore(iptablesRestoreFull(first, await iptablesNatChains(opts)), opts);
+    const second = renderIptables(shapes(['10.180.1.1', '10.180.1.4']), {});
+    await iptablesRestore(iptablesRestorePartial(second, first), opts);
+    const saved = await iptablesSave('nat', opts);
+    expect(saved).not.toContain('10.180.1.3');
+    expect(saved).toContain('--to-destination 10.180.1.4:80');
+    expect(saved).toContain('WEFT-EXT-');
+    await iptablesRestore(iptablesRestorePartial(first, second), opts);
   });
 
   it('reports the rejected line', async () => {
@@ -148,20 +150,9 @@ describe.skipIf(skip)(`nftables applier in a wt- namespace${skip ? ` (skipped: $
 
   it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and incrementally', async () => {
     const opts = { netns: env!.ns.name };
-    const shapes = (endpoints: string[]) => {
-      const np = (port: number) => [{ ...p80[0], nodePort: port }];
-      const services: Service[] = [
-        makeService('ns2', 'np', { type: 'NodePort', clusterIP: '172.30.1.1', ports: np(30101), externalIPs: ['192.0.2.1'] }),
-        makeService('ns2', 'etp', { type: 'LoadBalancer', clusterIP: '172.30.1.2', ports: np(30102), externalTrafficPolicy: 'Local' }, ['5.6.7.2']),
-        makeService('ns2', 'itp', { clusterIP: '172.30.1.3', ports: p80, internalTrafficPolicy: 'Local' }),
-        makeService('ns2', 'aff', { type: 'NodePort', clusterIP: '172.30.1.4', ports: np(30104), externalTrafficPolicy: 'Local', sessionAffinity: 'ClientIP' }),
-      ];
-      const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
-      return renderNftables(buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR }));
-    };
-    const first = shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']);
+    const first = renderNftables(shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']));
     await nftApply(nftFullScript(first), opts);
-    const second = shapes(['10.180.1.1', '10.180.1.4']);
+    const second = renderNftables(shapes(['10.180.1.1', '10.180.1.4']));
     await nftApply(nftIncrementalScript(second, first), opts);
     const listed = await nftListTable('weft', opts) ?? '';
     expect(listed).not.toContain('10.180.1.3');
