@@ -4,7 +4,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
 import { iptablesRestoreFull, iptablesRestorePartial, renderIptables } from '../proxy/iptables/render.ts';
-import { ensureIptablesJumps, iptablesCanaryPresent, iptablesNatChains, iptablesRestore, iptablesSave } from '../proxy/iptables/apply.ts';
+import { ensureIptablesJumps, iptablesCanaryPresent, iptablesRestore, iptablesSave } from '../proxy/iptables/apply.ts';
+import { parseIptablesSave } from '../proxy/iptables/preserve.ts';
+import { createIptablesDataplane } from '../proxy/agent/iptables-dataplane.ts';
+import { runCommand } from '../proxy/run-command.ts';
 import { hash16 } from '../proxy/iptables/chain-names.ts';
 import { hashName, nftFullScript, nftIncrementalScript, renderNftables } from '../proxy/nftables/render.ts';
 import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
@@ -68,6 +71,10 @@ async function connect(ns: Netns, ip: string, port: number): Promise<string> {
   return r.stdout.trim();
 }
 
+async function natChains(opts: { netns: string }): Promise<string[]> {
+  return parseIptablesSave(await iptablesSave('nat', opts)).chains.map((c) => c.name);
+}
+
 describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let env: { ns: Netns; server: ChildProcess } | undefined;
   beforeAll(async () => { env = await nodeNamespace('ipt'); });
@@ -79,7 +86,7 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
   it('applies a full ruleset, serves the ClusterIP, rejects an empty service, then a partial sync removes stale chains', async () => {
     const opts = { netns: env!.ns.name };
     const first = renderIptables(state(['10.180.0.1', '10.180.0.99']), {});
-    await iptablesRestore(iptablesRestoreFull(first, await iptablesNatChains(opts)), opts);
+    await iptablesRestore(iptablesRestoreFull(first, await natChains(opts)), opts);
     await ensureIptablesJumps('WEFT', opts);
     await ensureIptablesJumps('WEFT', opts);
     const nat = await iptablesSave('nat', opts);
@@ -100,7 +107,7 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
   it('loads every service shape (NodePort, external and LB IPs, both traffic policies, affinity) full and partially', async () => {
     const opts = { netns: env!.ns.name };
     const first = renderIptables(shapes(['10.180.1.1', '10.180.1.2', '10.180.1.3']), {});
-    await iptablesRestore(iptablesRestoreFull(first, await iptablesNatChains(opts)), opts);
+    await iptablesRestore(iptablesRestoreFull(first, await natChains(opts)), opts);
     const second = renderIptables(shapes(['10.180.1.1', '10.180.1.4']), {});
     await iptablesRestore(iptablesRestorePartial(second, first), opts);
     const saved = await iptablesSave('nat', opts);
@@ -108,6 +115,50 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
     expect(saved).toContain('--to-destination 10.180.1.4:80');
     expect(saved).toContain('WEFT-EXT-');
     await iptablesRestore(iptablesRestorePartial(first, second), opts);
+  });
+
+  it('a full sync through the dataplane is one flushing restore that keeps other programs\' chains and rules', async () => {
+    const opts = { netns: env!.ns.name };
+    const ipt = async (...args: string[]) => {
+      const r = await runCommand('iptables', ['-w', '5', ...args], opts);
+      if (r.code !== 0) throw new Error(`iptables ${args.join(' ')}: ${r.stderr}`);
+    };
+    await ipt('-t', 'nat', '-N', 'FOREIGN');
+    await ipt('-t', 'nat', '-A', 'FOREIGN', '-p', 'udp', '--dport', '7', '-m', 'comment', '--comment', 'foreign "quoted" -j rule', '-j', 'RETURN');
+    await ipt('-t', 'nat', '-A', 'PREROUTING', '-j', 'FOREIGN');
+    await ipt('-t', 'filter', '-A', 'INPUT', '-p', 'tcp', '--dport', '9', '-j', 'DROP');
+    const applied: { text: string; flush: boolean }[] = [];
+    const dp = createIptablesDataplane(opts, {
+      apply: async (text, o) => {
+        applied.push({ text, flush: o?.flush ?? false });
+        await iptablesRestore(text, { ...opts, flush: o?.flush });
+      },
+    });
+    try {
+      // Twice: the second full sync reads weft's own rules back and must not duplicate them.
+      for (const endpoints of [['10.180.0.1', '10.180.0.99'], ['10.180.0.1']]) expect((await dp.sync(state(endpoints), true)).full).toBe(true);
+      expect(applied.map((a) => a.flush)).toEqual([true, true]);
+      const nat = await iptablesSave('nat', opts);
+      expect(nat).toContain(':FOREIGN - [0:0]');
+      expect(nat).toContain('-A PREROUTING -j FOREIGN');
+      expect(nat).toContain('-A FOREIGN -p udp -m udp --dport 7 -m comment --comment "foreign \\"quoted\\" -j rule" -j RETURN');
+      expect(nat.match(/-A PREROUTING .*-j WEFT-SERVICES/g)).toHaveLength(1);
+      expect(nat).not.toContain(hash16('ns1/svc1:p80tcp10.180.0.99:80'));
+      const filter = await iptablesSave('filter', opts);
+      expect(filter).toContain('-A INPUT -p tcp -m tcp --dport 9 -j DROP');
+      expect(filter.match(/-A FORWARD .*-j WEFT-FORWARD/g)).toHaveLength(1);
+      expect(await iptablesCanaryPresent('WEFT', opts)).toBe(true);
+      expect(await connect(env!.ns, '172.30.0.41', 80)).toBe('ok');
+      expect(await connect(env!.ns, '172.30.0.46', 80)).toBe('ECONNREFUSED');
+      // Partial syncs stay --noflush.
+      await dp.sync(state(['10.180.0.1', '10.180.0.99']), false);
+      expect(applied.at(-1)?.flush).toBe(false);
+    } finally {
+      await dp.cleanup();
+    }
+    expect(await iptablesSave('nat', opts)).not.toContain('WEFT-');
+    expect(await iptablesSave('nat', opts)).toContain('-A PREROUTING -j FOREIGN');
+    expect(await iptablesSave('filter', opts)).toContain('--dport 9 -j DROP');
   });
 
   it('reports the rejected line', async () => {

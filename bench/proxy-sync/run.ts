@@ -1,10 +1,12 @@
 // Sync scale of the node agent's dataplanes: full-sync time and one-service-change time at
 // services × 10 endpoints, for weft's nftables and iptables modes through the agent's sync code
 // (render + diff + apply into a `wt-` namespace), beside the floor: the identical text applied by
-// plain `nft -f` / `iptables-restore` into a fresh namespace.
+// plain `nft -f` / `iptables-restore` into a fresh namespace (iptables: the same restore mode as
+// weft's, i.e. flushing for full syncs and --noflush for one change).
 //   sudo node bench/run.mjs proxy-sync [--sizes 1000,5000,10000] [--endpoints 10] [--changes 5] [--modes nftables,iptables] [--iptables-max 1000] [--timeout 120]
 // A restore that outlives --timeout (seconds) is killed and its row says "did not finish in N s".
-// Output: bench/results/proxy-sync.json, proxy-sync.md (table with ratios), proxy-sync.svg.
+// Output: bench/results/proxy-sync.json, proxy-sync.md (table with ratios), proxy-sync.svg; with one
+// mode in --modes, proxy-sync-<mode>.{json,md,svg} (so a one-mode run keeps the last complete run).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -55,29 +57,31 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (x: number): number => Math.round(x * 10) / 10;
 
-interface Row { mode: string; services: number; endpoints: number; load: number; fullMs: number; fullApplyMs: number; fullCpuMs: number; changeCpuMs: number; fullFloorMs: number; changeMs: number; changeFloorMs: number; changeApplyMs: number; lines: number; error?: string }
+interface Row { mode: string; services: number; endpoints: number; load: number; fullMs: number; fullApplyMs: number; fullCpuMs: number; changeCpuMs: number; fullFloorMs: number; resyncMs: number; resyncApplyMs: number; changeMs: number; changeFloorMs: number; changeApplyMs: number; lines: number; error?: string }
 
 async function measure(mode: 'nftables' | 'iptables', services: number): Promise<Row> {
   const ns = newNs(`${mode.slice(0, 3)}${services}`);
   const floorNs = newNs(`${mode.slice(0, 3)}${services}f`);
   const texts: string[] = [];
+  const flushes: boolean[] = [];
   let applyMs = 0;
-  const apply: ApplyText = async (text) => {
+  const apply: ApplyText = async (text, o) => {
     texts.push(text);
+    flushes.push(o?.flush ?? false);
     const t = performance.now();
-    await (mode === 'nftables' ? nftApply(text, { netns: ns, timeoutMs }) : iptablesRestore(text, { netns: ns, timeoutMs }));
+    await (mode === 'nftables' ? nftApply(text, { netns: ns, timeoutMs }) : iptablesRestore(text, { netns: ns, timeoutMs, flush: o?.flush }));
     applyMs = performance.now() - t;
   };
-  const floor = async (text: string): Promise<number> => {
+  const floor = async (i: number): Promise<number> => {
     const t = performance.now();
-    await (mode === 'nftables' ? nftApply(text, { netns: floorNs, timeoutMs }) : iptablesRestore(text, { netns: floorNs, timeoutMs }));
+    await (mode === 'nftables' ? nftApply(texts[i], { netns: floorNs, timeoutMs }) : iptablesRestore(texts[i], { netns: floorNs, timeoutMs, flush: flushes[i] }));
     return performance.now() - t;
   };
   const dp: Dataplane = mode === 'nftables' ? createNftablesDataplane({ netns: ns }, { apply }) : createIptablesDataplane({ netns: ns }, { apply });
   const builder = createProxyStateBuilder();
   const view = syntheticView(services, endpoints);
   const build = () => builder.build({ services: view.services, endpointSlices: view.endpointSlices, node: benchNode(), clusterCIDR: BENCH_CLUSTER_CIDR });
-  const row: Row = { mode, services, endpoints, load: Math.round(loadavg()[0] * 100) / 100, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0 };
+  const row: Row = { mode, services, endpoints, load: Math.round(loadavg()[0] * 100) / 100, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, resyncMs: NaN, resyncApplyMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0 };
   try {
     // CPU time of weft's own process (build, render, diff, GC): load on the shared cores inflates it less than wall time.
     const cpuMs = (since: NodeJS.CpuUsage): number => { const u = process.cpuUsage(since); return (u.user + u.system) / 1000; };
@@ -88,7 +92,7 @@ async function measure(mode: 'nftables' | 'iptables', services: number): Promise
     row.fullCpuMs = ms(cpuMs(cpu));
     row.fullApplyMs = ms(applyMs);
     row.lines = texts[0].split('\n').length;
-    row.fullFloorMs = ms(await floor(texts[0]));
+    row.fullFloorMs = ms(await floor(0));
     const took: number[] = [], floors: number[] = [], applies: number[] = [], cpus: number[] = [];
     for (let c = 0; c < changes; c++) {
       // One service changes (new port, shifted endpoints), as a source delivering a new object for it.
@@ -104,12 +108,17 @@ async function measure(mode: 'nftables' | 'iptables', services: number): Promise
       took.push(performance.now() - t);
       cpus.push(cpuMs(cpu));
       applies.push(applyMs);
-      floors.push(await floor(texts.at(-1) as string));
+      floors.push(await floor(texts.length - 1));
     }
     row.changeMs = ms(median(took));
     row.changeApplyMs = ms(median(applies));
     row.changeCpuMs = ms(median(cpus));
     row.changeFloorMs = ms(median(floors));
+    // A full sync over the rules already there (canary gone, failed apply): it also reads them back.
+    t = performance.now();
+    await dp.sync(build(), true);
+    row.resyncMs = ms(performance.now() - t);
+    row.resyncApplyMs = ms(applyMs);
   } catch (err) {
     const message = (err as Error).message;
     if (texts.length > 0) row.lines = texts[0].split('\n').length;
@@ -135,7 +144,7 @@ function measureInChild(mode: 'nftables' | 'iptables', services: number): Promis
       try {
         resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '') as Row);
       } catch {
-        resolve({ mode, services, endpoints, load: NaN, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0, error: `measurement process exited with ${code}` });
+        resolve({ mode, services, endpoints, load: NaN, fullMs: NaN, fullApplyMs: NaN, fullCpuMs: NaN, changeCpuMs: NaN, fullFloorMs: NaN, resyncMs: NaN, resyncApplyMs: NaN, changeMs: NaN, changeFloorMs: NaN, changeApplyMs: NaN, lines: 0, error: `measurement process exited with ${code}` });
       }
     });
   });
@@ -162,17 +171,18 @@ for (const services of sizes) {
   }
 }
 mkdirSync(outDir, { recursive: true });
+const base = join(outDir, modes.length === 1 ? `proxy-sync-${modes[0]}` : 'proxy-sync');
 const kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
-writeFileSync(join(outDir, 'proxy-sync.json'), `${JSON.stringify({ date: new Date().toISOString(), kernel, endpointsPerService: endpoints, changes, rows }, null, 2)}\n`);
+writeFileSync(`${base}.json`, `${JSON.stringify({ date: new Date().toISOString(), kernel, endpointsPerService: endpoints, changes, rows }, null, 2)}\n`);
 const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—');
 const f = (x: number): string => (Number.isFinite(x) ? String(x) : '—');
-const table = ['| mode | services × endpoints | load (1 min) | full sync ms (apply ms) | floor ms | ratio | one change ms (apply ms) | floor ms | ratio | weft CPU ms full / change | lines (full) |', '|---|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.mode} | ${r.services} × ${r.endpoints} | ${r.load} | ${f(r.fullMs)} (${f(r.fullApplyMs)}) | ${f(r.fullFloorMs)} | ${ratio(r.fullMs, r.fullFloorMs)} | ${f(r.changeMs)} (${f(r.changeApplyMs)}) | ${f(r.changeFloorMs)} | ${ratio(r.changeMs, r.changeFloorMs)} | ${f(r.fullCpuMs)} / ${f(r.changeCpuMs)} | ${r.lines}${r.error ? ` — error: ${r.error}` : ''} |`)].join('\n');
-writeFileSync(join(outDir, 'proxy-sync.md'), `# proxy sync scale (kernel ${kernel})\n\nfloor = the identical text applied by plain nft -f / iptables-restore into a fresh namespace; apply ms = the nft/iptables-restore part of weft's sync (the rest is render + diff); one change = median of ${changes}; load = 1-minute load average when the row started (2 cores); weft CPU = user+system CPU of the benchmark process during the sync (build, render, diff, GC; not nft/iptables-restore); load inflates it less than wall time, but not to nothing (2 vCPUs shared).\n\n${table}\n`);
+const table = ['| mode | services × endpoints | load (1 min) | full sync ms (apply ms) | floor ms | ratio | full re-sync ms (apply ms) | one change ms (apply ms) | floor ms | ratio | weft CPU ms full / change | lines (full) |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.mode} | ${r.services} × ${r.endpoints} | ${r.load} | ${f(r.fullMs)} (${f(r.fullApplyMs)}) | ${f(r.fullFloorMs)} | ${ratio(r.fullMs, r.fullFloorMs)} | ${f(r.resyncMs)} (${f(r.resyncApplyMs)}) | ${f(r.changeMs)} (${f(r.changeApplyMs)}) | ${f(r.changeFloorMs)} | ${ratio(r.changeMs, r.changeFloorMs)} | ${f(r.fullCpuMs)} / ${f(r.changeCpuMs)} | ${r.lines}${r.error ? ` — error: ${r.error}` : ''} |`)].join('\n');
+writeFileSync(`${base}.md`, `# proxy sync scale (kernel ${kernel})\n\nfloor = the identical text applied by plain nft -f / iptables-restore into a fresh namespace (iptables: flushing restore for full syncs, --noflush for one change, as weft applies them); apply ms = the nft/iptables-restore part of weft's sync (the rest is render + diff); full re-sync = a second full sync over the applied rules (reads them back first); one change = median of ${changes}; load = 1-minute load average when the row started (2 cores); weft CPU = user+system CPU of the benchmark process during the sync (build, render, diff, GC; not nft/iptables-restore); load inflates it less than wall time, but not to nothing (2 vCPUs shared).\n\n${table}\n`);
 const series = modes.flatMap((mode) => [
   { name: `${mode} full`, points: rows.filter((r) => r.mode === mode).map((r): [number, number] => [r.services, r.fullMs]) },
   { name: `${mode} full floor`, points: rows.filter((r) => r.mode === mode).map((r): [number, number] => [r.services, r.fullFloorMs]) },
   { name: `${mode} one change`, points: rows.filter((r) => r.mode === mode).map((r): [number, number] => [r.services, r.changeMs]) },
 ]);
-writeFileSync(join(outDir, 'proxy-sync.svg'), linePlotSVG({ title: `Sync time vs services (× ${endpoints} endpoints)`, xLabel: 'services', yLabel: 'ms (log)', series, logY: true }));
+writeFileSync(`${base}.svg`, linePlotSVG({ title: `Sync time vs services (× ${endpoints} endpoints)`, xLabel: 'services', yLabel: 'ms (log)', series, logY: true }));
 process.stdout.write(`${table}\n`);

@@ -11,8 +11,11 @@ export interface SyncOutcome {
   written: Record<string, number>;
 }
 
-/** Applies one ruleset text atomically; injectable so tests can make applies fail. */
-export type ApplyText = (text: string) => Promise<void>;
+/**
+ * Applies one ruleset text atomically; injectable so tests can make applies fail. `flush`: the text
+ * replaces whole tables (iptables full syncs, see proxy/iptables/preserve.ts).
+ */
+export type ApplyText = (text: string, options?: { flush: boolean }) => Promise<void>;
 
 export interface Dataplane {
   readonly mode: ProxyMode;

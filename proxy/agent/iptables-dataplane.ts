@@ -1,9 +1,12 @@
-// iptables backend of the agent: one `iptables-restore --noflush` per sync, the top-level chains in
-// full and only the chains of changed service ports (KEP-3453), rendered only for changed ones; full syncs also remove stale
-// chains, create the canary chain and ensure the jumps from the built-in chains.
+// iptables backend of the agent: one `iptables-restore` per sync. Partial syncs: --noflush, the
+// top-level chains in full and only the chains of changed service ports (KEP-3453), rendered only
+// for changed ones. Full syncs: one flushing restore of mangle, filter and nat that writes back the
+// other programs' chains and rules as iptables-save showed them (preserve.ts), weft's jumps from the
+// built-in chains, the canary chain and weft's whole ruleset; weft's stale chains vanish with the flush.
 import { runCommand } from '../run-command.ts';
 import { ProxyError } from '../errors.ts';
-import { ensureIptablesJumps, iptablesCanaryPresent, iptablesNatChains, iptablesRestore, iptablesSave } from '../iptables/apply.ts';
+import { ensureIptablesJumps, iptablesCanaryPresent, iptablesRestore, iptablesSave, iptablesSaveTables } from '../iptables/apply.ts';
+import { iptablesRestoreFlushing } from '../iptables/preserve.ts';
 import {
   createIptablesRenderCache, iptablesJumpRules, iptablesRestoreFull, iptablesRestorePartial, renderIptables, type IptablesRenderOptions, type IptablesRuleset,
 } from '../iptables/render.ts';
@@ -16,7 +19,7 @@ export interface IptablesDataplaneConfig extends IptablesRenderOptions {
 export function createIptablesDataplane(config: IptablesDataplaneConfig, deps: { apply?: ApplyText } = {}): Dataplane {
   const prefix = config.chainPrefix ?? 'WEFT';
   const opts = { netns: config.netns };
-  const apply = deps.apply ?? ((text: string) => iptablesRestore(text, opts));
+  const apply = deps.apply ?? ((text: string, o?: { flush: boolean }) => iptablesRestore(text, { ...opts, flush: o?.flush }));
   const cache = createIptablesRenderCache();
   let previous: IptablesRuleset | undefined;
 
@@ -36,9 +39,23 @@ export function createIptablesDataplane(config: IptablesDataplaneConfig, deps: {
       const doFull = full || previous === undefined;
       const before = previous;
       previous = undefined;
-      const text = doFull ? iptablesRestoreFull(ruleset, await iptablesNatChains(opts)) : iptablesRestorePartial(ruleset, before as IptablesRuleset);
-      await apply(text);
-      if (doFull) await ensureIptablesJumps(prefix, opts);
+      let text: string;
+      if (!doFull) {
+        text = iptablesRestorePartial(ruleset, before as IptablesRuleset);
+        await apply(text);
+      } else {
+        const saved = await iptablesSaveTables(prefix, opts);
+        if ([...saved.values()].every((t) => t.unrestorable === undefined)) {
+          text = iptablesRestoreFlushing(ruleset, saved);
+          await apply(text, { flush: true });
+        } else {
+          // Tables iptables-save cannot print faithfully (rules added with nft) must not be flushed:
+          // the slow --noflush path, which leaves foreign rules alone.
+          text = iptablesRestoreFull(ruleset, (saved.get('nat')?.chains ?? []).map((c) => c.name));
+          await apply(text);
+          await ensureIptablesJumps(prefix, opts);
+        }
+      }
       previous = ruleset;
       return { full: doFull, written: written(text) };
     },

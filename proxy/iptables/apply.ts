@@ -1,15 +1,21 @@
-// Thin iptables applier: one `iptables-restore --noflush` per sync, plus the few reads a sync
-// needs (existing chains for stale-chain cleanup, the canary). Everything else is in render.ts.
+// Thin iptables applier: one `iptables-restore` per sync (flushing for full syncs, --noflush for
+// partial ones), plus the few reads a sync needs (the tables to preserve, the canary). Everything
+// else is in render.ts and preserve.ts.
 import { ProxyError } from '../errors.ts';
 import { describeFailedLine, runCommand, type CommandOptions } from '../run-command.ts';
 import { iptablesJumpRules } from './render.ts';
 import { topLevelChains } from './chain-names.ts';
+import { IPTABLES_TABLES, parseIptablesSave, type IptablesTable, type SavedTable } from './preserve.ts';
 
 export type IptablesApplyOptions = Pick<CommandOptions, 'netns' | 'timeoutMs'>;
 
-/** Applies restore text atomically; on failure throws WEFT_PROXY_APPLY_FAILED naming the rejected line. */
-export async function iptablesRestore(text: string, opts: IptablesApplyOptions = {}): Promise<void> {
-  const r = await runCommand('iptables-restore', ['--noflush', '-w', '5'], { ...opts, input: text });
+/**
+ * Applies restore text atomically; on failure throws WEFT_PROXY_APPLY_FAILED naming the rejected line.
+ * `flush`: replace every table the text names (see preserve.ts) instead of only the chains it names.
+ */
+export async function iptablesRestore(text: string, opts: IptablesApplyOptions & { flush?: boolean } = {}): Promise<void> {
+  const { flush, ...run } = opts;
+  const r = await runCommand('iptables-restore', [...(flush ? [] : ['--noflush']), '-w', '5'], { ...run, input: text });
   if (r.code === 0) return;
   // The legacy backend names the failing rule's line; the nf_tables backend names the table's COMMIT
   // line and gives the cause in the message.
@@ -25,10 +31,11 @@ export async function iptablesSave(table: 'nat' | 'filter' | 'mangle', opts: Ipt
   return r.stdout;
 }
 
-/** Names of the chains in the nat table (for iptablesRestoreFull's stale-chain cleanup). */
-export async function iptablesNatChains(opts: IptablesApplyOptions = {}): Promise<string[]> {
-  const text = await iptablesSave('nat', opts);
-  return text.split('\n').filter((l) => l.startsWith(':')).map((l) => l.slice(1).split(' ')[0]);
+/** The tables a full sync rewrites, as they are now, without the rules of `prefix`'s chains. */
+export async function iptablesSaveTables(prefix: string, opts: IptablesApplyOptions = {}): Promise<Map<IptablesTable, SavedTable>> {
+  const saved = new Map<IptablesTable, SavedTable>();
+  for (const table of IPTABLES_TABLES) saved.set(table, parseIptablesSave(await iptablesSave(table, opts), prefix));
+  return saved;
 }
 
 /** False when someone flushed the proxy's tables since the last full sync: the next sync must be full. */
