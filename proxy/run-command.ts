@@ -2,6 +2,13 @@
 // with stdin, a time limit and captured output. The only place the appliers spawn processes.
 import { spawn } from 'node:child_process';
 
+/**
+ * The bound for writing or reading a whole ruleset. Large rulesets take tens of seconds (a 10k x 10
+ * iptables restore ~20 s here); killing one half-way only makes the retry start over, so this bound
+ * is for a wedged command, not a slow one.
+ */
+export const RULESET_TIMEOUT_MS = 600_000;
+
 export interface CommandOptions {
   /** Network namespace name; absent means the current namespace. */
   netns?: string;

@@ -2,7 +2,7 @@
 // partial ones), plus the few reads a sync needs (the tables to preserve, the canary). Everything
 // else is in render.ts and preserve.ts.
 import { ProxyError } from '../errors.ts';
-import { describeFailedLine, runCommand, type CommandOptions } from '../run-command.ts';
+import { describeFailedLine, RULESET_TIMEOUT_MS, runCommand, type CommandOptions } from '../run-command.ts';
 import { iptablesJumpRules } from './render.ts';
 import { topLevelChains } from './chain-names.ts';
 import { IPTABLES_TABLES, parseIptablesSave, type IptablesTable, type SavedTable } from './preserve.ts';
@@ -15,7 +15,7 @@ export type IptablesApplyOptions = Pick<CommandOptions, 'netns' | 'timeoutMs'>;
  */
 export async function iptablesRestore(text: string, opts: IptablesApplyOptions & { flush?: boolean } = {}): Promise<void> {
   const { flush, ...run } = opts;
-  const r = await runCommand('iptables-restore', [...(flush ? [] : ['--noflush']), '-w', '5'], { ...run, input: text });
+  const r = await runCommand('iptables-restore', [...(flush ? [] : ['--noflush']), '-w', '5'], { timeoutMs: RULESET_TIMEOUT_MS, ...run, input: text });
   if (r.code === 0) return;
   // The legacy backend names the failing rule's line; the nf_tables backend names the table's COMMIT
   // line and gives the cause in the message.
@@ -26,7 +26,7 @@ export async function iptablesRestore(text: string, opts: IptablesApplyOptions &
 }
 
 export async function iptablesSave(table: 'nat' | 'filter' | 'mangle', opts: IptablesApplyOptions = {}): Promise<string> {
-  const r = await runCommand('iptables-save', ['-t', table], opts);
+  const r = await runCommand('iptables-save', ['-t', table], { timeoutMs: RULESET_TIMEOUT_MS, ...opts });
   if (r.code !== 0) throw new ProxyError('WEFT_PROXY_APPLY_FAILED', `failed to read iptables table ${table}: ${r.stderr.trim() || `exit ${r.code}`}`);
   return r.stdout;
 }

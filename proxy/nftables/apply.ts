@@ -1,13 +1,13 @@
 // Thin nftables applier: one `nft -f -` transaction per sync, and a read-back for tests and
 // debugging. Everything else is in render.ts.
 import { ProxyError } from '../errors.ts';
-import { describeFailedLine, runCommand, type CommandOptions } from '../run-command.ts';
+import { describeFailedLine, RULESET_TIMEOUT_MS, runCommand, type CommandOptions } from '../run-command.ts';
 
 export type NftApplyOptions = Pick<CommandOptions, 'netns' | 'timeoutMs'>;
 
 /** Applies a script atomically (nft runs a file as one transaction); names the rejected line on failure. */
 export async function nftApply(script: string, opts: NftApplyOptions = {}): Promise<void> {
-  const r = await runCommand('nft', ['-f', '-'], { ...opts, input: script });
+  const r = await runCommand('nft', ['-f', '-'], { timeoutMs: RULESET_TIMEOUT_MS, ...opts, input: script });
   if (r.code === 0) return;
   const m = /^[^:\n]*:(\d+):\d+/m.exec(r.stderr);
   const where = describeFailedLine(script, m ? Number(m[1]) : undefined);
@@ -17,6 +17,6 @@ export async function nftApply(script: string, opts: NftApplyOptions = {}): Prom
 
 /** `nft list table ip TABLE`, or undefined when the table does not exist. */
 export async function nftListTable(table = 'weft', opts: NftApplyOptions = {}): Promise<string | undefined> {
-  const r = await runCommand('nft', ['list', 'table', 'ip', table], opts);
+  const r = await runCommand('nft', ['list', 'table', 'ip', table], { timeoutMs: RULESET_TIMEOUT_MS, ...opts });
   return r.code === 0 ? r.stdout : undefined;
 }
