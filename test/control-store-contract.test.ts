@@ -233,6 +233,9 @@ describe.skipIf(etcdSkipReason !== undefined)('etcd watch events', () => {
     await a.start();
     await b.start();
     await a.put(pod('gone'));
+    // b learns of writes through its own watch; start from a revision that already includes the put.
+    const putAt = a.revision();
+    await waitFor('b sees the put', () => b.revision() >= putAt);
     const seen: WatchEvent[] = [];
     b.watch(b.revision(), (evs) => seen.push(...evs));
     await a.delete('Pod/default/gone');
