@@ -53,17 +53,21 @@ describe('control service killed during a push', () => {
   it('the agent keeps its last good view and converges on a new process over the same data dir', async () => {
     const listen = `127.0.0.1:${await freePort()}`;
     const args = ['--data-dir', join(dir.dir, 'data'), '--listen', listen, '--ops-listen', '127.0.0.1:0', '--admin-config', join(dir.dir, 'admin.json')];
-    // A long batching window: the whole big apply below becomes one update.
-    let control: ControlProcess = await startControlProcess([...args, '--debounce-ms', '1500']);
+    let control: ControlProcess = await startControlProcess(args);
     cleanups.push(() => control.kill());
-    // The agent reaches the control service through a relay that, once armed, lets the first
-    // 256 KiB of the big update through, then holds the rest and SIGKILLs the control process:
-    // the kill happens mid-push, whatever the machine's speed.
+    // The agent reaches the control service through a relay that, once armed, holds what the
+    // control service sends. After the big apply is committed, the relay lets the first 16 KiB of
+    // the held bytes through (less than any update carrying a big slice, however the changes were
+    // batched) and SIGKILLs the control process: the kill happens mid-push, whatever the
+    // machine's speed.
     let armed = false;
-    let relayed = 0;
+    const held: Buffer[] = [];
+    let heldBytes = 0;
+    let toAgent: Socket | undefined;
     const sockets = new Set<Socket>();
     const relay = createServer((agentSide) => {
       const controlSide = connect(Number(listen.split(':')[1]), '127.0.0.1');
+      toAgent = agentSide;
       for (const sock of [agentSide, controlSide]) {
         sockets.add(sock);
         sock.on('error', () => {});
@@ -75,13 +79,9 @@ describe('control service killed during a push', () => {
       }
       agentSide.pipe(controlSide);
       controlSide.on('data', (chunk: Buffer) => {
-        if (armed && (relayed += chunk.length) > 256 * 1024) {
-          armed = false;
-          controlSide.pause();
-          control.child.kill('SIGKILL');
-          return;
-        }
-        agentSide.write(chunk);
+        if (!armed) return void agentSide.write(chunk);
+        held.push(chunk);
+        heldBytes += chunk.length;
       });
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
@@ -103,15 +103,15 @@ describe('control service killed during a push', () => {
     const before = a.views[a.views.length - 1];
     const goodVersion = a.src.version();
 
-    // ~25 MB (incompressible) in one update.
+    // ~25 MB (incompressible), each slice ~100 KB.
     armed = true;
-    // The push may start before the Apply's answer is written, so the kill can cut that answer
-    // off. The push only carries committed state, and convergence below proves it was kept.
-    await apply(admin, Array.from({ length: 250 }, (_, i) => bigSlice(i, 100))).catch((err: Error) => {
-      if (!/control service unavailable/.test(err.message)) throw err;
-    });
+    await apply(admin, Array.from({ length: 250 }, (_, i) => bigSlice(i, 100)));
+    const cut = 16 * 1024;
+    await waitFor('a push under way', () => heldBytes > cut, 15_000);
+    armed = false;
+    toAgent?.write(Buffer.concat(held).subarray(0, cut));
+    control.child.kill('SIGKILL');
     await new Promise<void>((resolve) => (control.child.exitCode !== null || control.child.signalCode !== null ? resolve() : control.child.once('exit', () => resolve())));
-    expect(relayed).toBeGreaterThan(256 * 1024); // killed by the relay, mid-push
     admin.close();
     await sleep(300);
     // Fail static: the view is the last good one, never a partial update.
