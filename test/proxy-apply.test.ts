@@ -161,6 +161,31 @@ describe.skipIf(skip)(`iptables applier in a wt- namespace${skip ? ` (skipped: $
     expect(await iptablesSave('filter', opts)).toContain('--dport 9 -j DROP');
   });
 
+  it('a partial sync edits a long WEFT-SERVICES rule by rule and the changed port serves at once', async () => {
+    const opts = { netns: env!.ns.name };
+    const many = (port: number) => {
+      const services = Array.from({ length: 100 }, (_, i) => makeService('ns3', `s${i}`, { clusterIP: `172.30.3.${i + 1}`, ports: [{ ...p80[0], port: i === 7 ? port : 80 }] }));
+      const slices = services.map((svc) => makeSlice('ns3', svc.metadata.name, [{ addresses: ['10.180.0.1'] }]));
+      return renderIptables(buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR }), {});
+    };
+    const first = many(80);
+    await iptablesRestore(iptablesRestoreFull(first, await natChains(opts)), opts);
+    await ensureIptablesJumps('WEFT', opts);
+    expect(await connect(env!.ns, '172.30.3.8', 80)).toBe('ok');
+    const second = many(81);
+    const partial = iptablesRestorePartial(second, first);
+    expect(partial).toContain('-D WEFT-SERVICES ');
+    await iptablesRestore(partial, opts);
+    const services = (await iptablesSave('nat', opts)).split('\n').filter((l) => l.startsWith('-A WEFT-SERVICES '));
+    expect(services.filter((l) => l.includes('"ns3/s7:p80 cluster IP"'))).toEqual([expect.stringContaining('--dport 81 ')]);
+    expect(services[services.length - 1]).toContain('-j WEFT-NODEPORTS');
+    expect(await connect(env!.ns, '172.30.3.8', 81)).toBe('ok');
+    expect(await connect(env!.ns, '172.30.3.9', 80)).toBe('ok');
+    // Back: the rule inserted at the head is found by its spec and deleted.
+    await iptablesRestore(iptablesRestorePartial(first, second), opts);
+    expect(await connect(env!.ns, '172.30.3.8', 80)).toBe('ok');
+  });
+
   it('reports the rejected line', async () => {
     const bad = '*nat\n:WEFT-X - [0:0]\n-A WEFT-X -j WEFT-NOWHERE\nCOMMIT\n';
     await expect(iptablesRestore(bad, { netns: env!.ns.name })).rejects.toThrow(/^failed to apply iptables rules in netns wt-\S+: .*WEFT-NOWHERE.* \(line \d: (COMMIT|-A WEFT-X -j WEFT-NOWHERE)\)$/);

@@ -329,6 +329,31 @@ describe('iptables render: partial syncs', () => {
     expect(idle?.chains.filter((c) => /-(SVC|SEP|EXT|FW|SVL)-/.test(c))).toEqual([]);
   });
 
+  it('edits a long top-level chain rule by rule: -D of what went, -I at the head of what came, the NODEPORTS jump still last', () => {
+    const many = (changedPort: number) => ({
+      services: Array.from({ length: 100 }, (_, i) => makeService('ns1', `s${i}`, { clusterIP: `172.30.2.${i + 1}`, ports: [{ name: 'p80', port: i === 7 ? changedPort : 80, protocol: 'TCP' as const }] })),
+      slices: Array.from({ length: 100 }, (_, i) => makeSlice('ns1', `s${i}`, [{ addresses: [`10.180.2.${i + 1}`] }])),
+    });
+    const a = many(80);
+    const before = render(a.services, a.slices).ruleset;
+    const b = many(81);
+    const after = render(b.services, b.slices).ruleset;
+    const text = iptablesRestorePartial(after, before);
+    const nat = text.slice(text.indexOf('*nat'));
+    expect(nat).not.toContain(':KUBE-SERVICES ');
+    const edits = nat.split('\n').filter((l) => / KUBE-SERVICES /.test(l));
+    expect(edits).toEqual([
+      expect.stringMatching(/^-D KUBE-SERVICES .*"ns1\/s7:p80 cluster IP" .*-d 172\.30\.2\.8 --dport 80 -j KUBE-SVC-/),
+      expect.stringMatching(/^-I KUBE-SERVICES 1 .*"ns1\/s7:p80 cluster IP" .*-d 172\.30\.2\.8 --dport 81 -j KUBE-SVC-/),
+    ]);
+    // The filter table's KUBE-SERVICES (no-endpoint REJECTs) stays empty.
+    expect(text.slice(0, text.indexOf('*nat'))).not.toMatch(/-[ADI] KUBE-SERVICES /);
+    // Many changes at once: the chain is rewritten whole again.
+    const c = many(80);
+    for (const svc of c.services.slice(0, 40)) svc.spec.ports![0].port = 90;
+    expect(iptablesRestorePartial(render(c.services, c.slices).ruleset, before)).toMatch(/\*nat\n(:.*\n)*:KUBE-SERVICES /);
+  });
+
   it('full restore deletes service chains left from an earlier run', () => {
     const a = two(['10.180.0.2']);
     const { ruleset } = render(a.services, a.slices);

@@ -1,6 +1,6 @@
 // iptables backend of the agent: one `iptables-restore` per sync. Partial syncs: --noflush, the
-// top-level chains in full and only the chains of changed service ports (KEP-3453), rendered only
-// for changed ones. Full syncs: one flushing restore of mangle, filter and nat that writes back the
+// top-level chains (long ones edited rule by rule) and only the chains of changed service ports
+// (KEP-3453), rendered only for changed ones. Full syncs: one flushing restore of mangle, filter and nat that writes back the
 // other programs' chains and rules as iptables-save showed them (preserve.ts), weft's jumps from the
 // built-in chains, the canary chain and weft's whole ruleset; weft's stale chains vanish with the flush.
 import { runCommand } from '../run-command.ts';

@@ -301,11 +301,73 @@ export function iptablesRestorePartial(ruleset: IptablesRuleset, previous: Iptab
   }
   const stale: string[] = [];
   for (const s of previous.services.values()) for (const c of s.chains) if (!active.has(c)) stale.push(c);
+  const filter = topLevelUpdate(ruleset.filter, previous.filter);
+  const nat = topLevelUpdate(ruleset.nat, previous.nat);
   return [
-    section('filter', ruleset.filter.chains, [ruleset.filter.rules]),
-    section('nat', [...ruleset.nat.chains, ...serviceChains, ...stale], [ruleset.nat.rules, ...serviceRules], stale.map((c) => `-X ${c}`)),
+    section('filter', filter.chains, [filter.rules]),
+    section('nat', [...nat.chains, ...serviceChains, ...stale], [nat.rules, ...serviceRules], stale.map((c) => `-X ${c}`)),
     '',
   ].join('\n');
+}
+
+/** Below this many rules a top-level chain is always rewritten whole. */
+const REWRITE_BELOW = 64;
+
+/**
+ * A top-level chain is rewritten whole (declared, so --noflush flushes it, then every rule) unless
+ * it is long and few of its rules changed: then its removed rules are deleted by spec and its new
+ * ones inserted at the head. Rewriting WEFT-SERVICES at 10k services costs ~1.2 s in
+ * iptables-restore (nf_tables backend); one -D and one -I cost ~0.2 s. Order-safe because the
+ * rules a service port contributes to a top-level chain match disjoint destinations, and the
+ * rules that must stay last (the NODEPORTS jump) never change, so head insertion keeps them last.
+ */
+function topLevelUpdate(now: IptablesRuleset['nat'], before: IptablesRuleset['nat']): { chains: string[]; rules: string[] } {
+  const byChainNow = rulesByChain(now.rules);
+  const byChainBefore = rulesByChain(before.rules);
+  const chains: string[] = [];
+  const rewritten: string[] = [];
+  const edits: string[] = [];
+  for (const chain of now.chains) {
+    const rulesNow = byChainNow.get(chain) ?? [];
+    const rulesBefore = before.chains.includes(chain) ? byChainBefore.get(chain) ?? [] : undefined;
+    const diff = rulesBefore && rulesBefore.length >= REWRITE_BELOW ? ruleDiff(rulesBefore, rulesNow) : undefined;
+    if (diff && (diff.removed.length + diff.added.length) * 4 <= rulesBefore!.length) {
+      for (const r of diff.removed) edits.push(`-D ${r.slice(3)}`);
+      for (const r of diff.added) edits.push(`-I ${chain} 1 ${r.slice(4 + chain.length)}`);
+      continue;
+    }
+    chains.push(chain);
+    for (const r of rulesNow) rewritten.push(r);
+  }
+  return { chains, rules: [...rewritten, ...edits] };
+}
+
+function rulesByChain(rules: readonly string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const r of rules) {
+    const chain = r.slice(3, r.indexOf(' ', 3));
+    let list = out.get(chain);
+    if (!list) out.set(chain, (list = []));
+    list.push(r);
+  }
+  return out;
+}
+
+/** Multiset difference of two rule lists; undefined when the last rule changed (head inserts would not keep it last). */
+function ruleDiff(before: readonly string[], now: readonly string[]): { removed: string[]; added: string[] } | undefined {
+  const count = new Map<string, number>();
+  for (const r of before) count.set(r, (count.get(r) ?? 0) + 1);
+  const added: string[] = [];
+  for (const r of now) {
+    const c = count.get(r) ?? 0;
+    if (c > 0) count.set(r, c - 1);
+    else added.push(r);
+  }
+  const removed: string[] = [];
+  for (const [r, c] of count) for (let i = 0; i < c; i++) removed.push(r);
+  // The last rule (the NODEPORTS jump in SERVICES) must still be the last one after head inserts.
+  if (before.length > 0 && now.length > 0 && before[before.length - 1] !== now[now.length - 1]) return undefined;
+  return { removed, added };
 }
 
 function sameLines(a: readonly string[], b: readonly string[]): boolean {
