@@ -289,18 +289,23 @@ export function iptablesRestoreFull(ruleset: IptablesRuleset, existingChains: It
  * the chains of service ports whose rules differ, and -X for chains that no longer exist.
  */
 export function iptablesRestorePartial(ruleset: IptablesRuleset, previous: IptablesRuleset): string {
-  const active = new Set<string>();
   const serviceChains: string[] = [];
   const serviceRules: string[][] = [];
   for (const [id, s] of ruleset.services) {
-    for (const c of s.chains) active.add(c);
     const before = previous.services.get(id);
     if (before === s || (before && sameLines(before.rules, s.rules) && sameLines(before.chains, s.chains))) continue;
     serviceChains.push(...s.chains);
     serviceRules.push(s.rules);
   }
+  // Chain names hash the service port (and endpoint), so a chain can only live on in the same
+  // service port: only changed or removed ones can leave stale chains.
   const stale: string[] = [];
-  for (const s of previous.services.values()) for (const c of s.chains) if (!active.has(c)) stale.push(c);
+  for (const [id, s] of previous.services) {
+    const now = ruleset.services.get(id);
+    if (now === s) continue;
+    const kept = new Set(now?.chains);
+    for (const c of s.chains) if (!kept.has(c)) stale.push(c);
+  }
   const filter = topLevelUpdate(ruleset.filter, previous.filter);
   const nat = topLevelUpdate(ruleset.nat, previous.nat);
   return [
