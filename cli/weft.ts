@@ -10,7 +10,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Main> }> =
   control: { summary: 'run the control service (weft control [--data-dir DIR | --etcd-endpoints URLS] [--listen HOST:PORT])', load: async () => (await import('../mesh-control/cli.ts')).control },
   apply: { summary: 'create or update objects from YAML (weft apply -f FILE_OR_DIR)', load: async () => (await import('../mesh-control/cli.ts')).apply },
   get: { summary: 'list objects (weft get KIND [NAME] [-o yaml|json])', load: async () => (await import('../mesh-control/cli.ts')).get },
-  delete: { summary: 'delete objects named in YAML (weft delete -f FILE_OR_DIR)', load: async () => (await import('../mesh-control/cli.ts')).remove },
+  delete: { summary: 'delete objects named in YAML (weft delete -f FILE_OR_DIR [--grace-period N] [--force])', load: async () => (await import('../mesh-control/cli.ts')).remove },
   status: { summary: "every node's sync state (version, last ACK, lag)", load: async () => (await import('../mesh-control/cli.ts')).status },
 };
 

@@ -1,13 +1,18 @@
 // Changing a running lab: `weft lab apply -f` (create/update Pods, Deployments' replicas and labels,
 // Services, EndpointSlices, NetworkPolicies, Namespaces) and `weft lab delete`. Pods leave as
-// Kubernetes takes them away, so Services drain instead of failing:
-//   1. the pod gets a deletionTimestamp in mesh-control: its EndpointSlice controller turns the
-//      endpoint ready:false, serving:true, terminating:true, and every agent stops sending new
-//      connections to it (while a ready endpoint exists, KEP-1669);
+// Kubernetes takes them away, so Services drain instead of failing. terminatePods is the lab's one
+// way to stop a pod gracefully: here, and in the lab kubelet for pods deleted in mesh-control
+// directly (kubelet.ts):
+//   1. the pod is deleted in mesh-control, which keeps it terminating (deletionTimestamp = the
+//      deadline, see mesh-control/controllers/pod-termination.ts): its EndpointSlice controller
+//      turns the endpoint ready:false, serving:true, terminating:true, and every agent stops
+//      sending new connections to it (while a ready endpoint exists, KEP-1669);
 //   2. after ENDPOINT_PROPAGATION_MS (the lab's preStop delay: the agents pick the change up), the
-//      pod server gets SIGTERM and drains (see pod-server.ts), SIGKILL after its grace period;
-//   3. the endpoint is removed, CNI DEL runs, the namespace is deleted.
-import { namespacedName } from '../mesh-control/model/objects.ts';
+//      pod server gets SIGTERM and drains (see pod-server.ts), SIGKILL at the deadline (the grace
+//      period counts from the deletion, preStop included, as the kubelet counts it);
+//   3. the pod object is removed from mesh-control (with it the endpoint), CNI DEL runs, the
+//      namespace is deleted.
+import { namespacedName, objectKey } from '../mesh-control/model/objects.ts';
 import type { ClusterObject } from '../mesh-control/model/types.ts';
 import { mapLimit } from './dial.ts';
 import { LabError } from './errors.ts';
@@ -22,8 +27,6 @@ import { type LabNodeState, type LabPodState, type LabState, loadState } from '.
 
 /** How long the agents get to drop a terminating endpoint before its server is told to stop. */
 export const ENDPOINT_PROPAGATION_MS = 1_000;
-/** Kubernetes' default terminationGracePeriodSeconds. */
-const DEFAULT_GRACE_SECONDS = 30;
 const POD_CONCURRENCY = 4;
 
 export interface ApplySummary {
@@ -106,12 +109,15 @@ async function applyLocked(layout: LabLayout, objects: ClusterObject[], log?: (l
 /** Terminates pods the way the kubelet and the EndpointSlice controller do (see the file comment). */
 export async function terminatePods(layout: LabLayout, state: LabState, pods: LabPodState[], log?: (line: string) => void): Promise<void> {
   if (pods.length === 0) return;
+  // Pods already terminating in mesh-control keep their deadline; one it removed at once (grace 0) has none.
+  const deleted = await deleteObjects(layout, pods.map((p) => `Pod/${podKey(p)}`));
+  const deadlines = new Map(deleted.map((o) => [objectKey(o), o.metadata.deletionTimestamp]));
   const now = new Date().toISOString();
-  for (const p of pods) p.deletionTimestamp = now;
+  for (const p of pods) p.deletionTimestamp = deadlines.get(`Pod/${podKey(p)}`) ?? now;
   await publish(layout, state);
   for (const p of pods) log?.(`pod ${podKey(p)} terminating`);
   await new Promise((r) => setTimeout(r, ENDPOINT_PROPAGATION_MS));
-  await Promise.all(pods.map((p) => stopProcesses([p.pid ?? 0], (p.graceSeconds ?? DEFAULT_GRACE_SECONDS) * 1_000)));
+  await Promise.all(pods.map((p) => stopProcesses([p.pid ?? 0], Math.max(0, Date.parse(p.deletionTimestamp ?? now) - Date.now()))));
   const gone = new Set(pods);
   state.pods = state.pods.filter((p) => !gone.has(p));
   await publish(layout, state);

@@ -3,7 +3,7 @@
 // namespaces reach through the file system), the node agents join it with one-time tokens and
 // stream their views from it, and the lab writes what a kubelet and the cloud's LB controller
 // would: Nodes (InternalIP, podCIDR from the lease), Pods with their status (podIP, hostIP,
-// Ready; a deletionTimestamp while terminating), Services with status.loadBalancer from the lab's
+// Ready), the removal of the pods it stopped, Services with status.loadBalancer from the lab's
 // pool, and the user's Namespaces, EndpointSlices, NetworkPolicies and Deployments. mesh-control
 // allocates clusterIPs/nodePorts and derives the EndpointSlices.
 import { spawn } from 'node:child_process';
@@ -101,9 +101,15 @@ export async function applyObjects(layout: LabLayout, objects: ClusterObject[]):
   await withControl(layout, (c) => unary(c, 'Apply', { items, dry_run: false }, 'apply the lab\'s objects'));
 }
 
-export async function deleteObjects(layout: LabLayout, keys: string[]): Promise<void> {
-  if (keys.length === 0) return;
-  await withControl(layout, (c) => unary(c, 'Delete', { keys }, 'delete the lab\'s objects'));
+/**
+ * Deletes in mesh-control: pods terminate there first (their deadline in the returned objects),
+ * unless `gracePeriodSeconds` is 0 (what the lab no longer runs).
+ */
+export async function deleteObjects(layout: LabLayout, keys: string[], gracePeriodSeconds?: number): Promise<ClusterObject[]> {
+  if (keys.length === 0) return [];
+  const req = { keys, ...(gracePeriodSeconds === undefined ? {} : { grace_period: { seconds: gracePeriodSeconds } }) };
+  const res = await withControl(layout, (c) => unary<{ results: { json: Buffer }[] }>(c, 'Delete', req, 'delete the lab\'s objects'));
+  return res.results.filter((r) => r.json.length > 0).map((r) => JSON.parse(r.json.toString('utf8')) as ClusterObject);
 }
 
 export function nodeObject(node: Pick<LabNodeState, 'name' | 'address' | 'podCIDR'>): Node {
@@ -127,7 +133,6 @@ export function podObject(pod: LabPodState, nodes: readonly LabNodeState[]): Pod
       namespace: pod.namespace,
       labels: pod.labels,
       ...(pod.owner ? { annotations: { [DEPLOYMENT_ANNOTATION]: pod.owner } } : {}),
-      ...(pod.deletionTimestamp ? { deletionTimestamp: pod.deletionTimestamp } : {}),
     },
     spec: {
       nodeName: pod.node,
@@ -139,22 +144,23 @@ export function podObject(pod: LabPodState, nodes: readonly LabNodeState[]): Pod
       podIP: pod.ip,
       podIPs: [{ ip: pod.ip }],
       ...(hostIP ? { hostIP } : {}),
-      // Ready stays True while terminating (the pod still serves): the deletionTimestamp alone
-      // turns the endpoint ready:false, serving:true, terminating:true.
+      // Ready stays True while terminating (the pod still serves): the deletionTimestamp that
+      // mesh-control sets alone turns the endpoint ready:false, serving:true, terminating:true.
       conditions: [{ type: 'Ready', status: 'True' }],
     },
   };
 }
 
 /**
- * A Deployment is written only when the lab's pods match it exactly: mesh-control's Deployment
- * controller would otherwise create pods the lab has not placed yet, or delete pods the lab is
- * still draining.
+ * A Deployment is written only when the lab's live pods (terminating ones are no replicas any more)
+ * match it exactly: mesh-control's Deployment controller would otherwise create pods the lab has
+ * not placed yet, or terminate pods the lab still runs. A Deployment changed in mesh-control
+ * directly no longer matches the lab's copy, so the lab does not write its copy back over it.
  */
 function converged(d: Deployment, pods: readonly LabPodState[]): boolean {
   const ns = d.metadata.namespace ?? 'default';
   const wanted = expandDeployment(d).map((p) => p.metadata.name).sort();
-  const have = pods.filter((p) => p.namespace === ns && p.owner === d.metadata.name).map((p) => p.name).sort();
+  const have = pods.filter((p) => p.namespace === ns && p.owner === d.metadata.name && !p.deletionTimestamp).map((p) => p.name).sort();
   return JSON.stringify(wanted) === JSON.stringify(have);
 }
 
@@ -180,8 +186,9 @@ export async function syncControl(state: LabState, layout: LabLayout): Promise<v
   const keep = new Set([...objects.map(objectKey), ...state.deployments.map(objectKey)]);
   const owners = new Set(state.pods.filter((p) => p.owner).map((p) => `Deployment/${p.namespace}/${p.owner}`));
   const stale = (state.published ?? []).filter((k) => !keep.has(k) && !owners.has(k));
-  // Deployments first: with them gone, their controller cannot recreate a pod deleted next.
-  await deleteObjects(layout, [...stale.filter((k) => k.startsWith('Deployment/')), ...stale.filter((k) => !k.startsWith('Deployment/'))]);
+  // Deployments first: with them gone, their controller cannot recreate a pod deleted next. Pods
+  // the lab no longer has are stopped already: they go at once (the kubelet's report).
+  await deleteObjects(layout, [...stale.filter((k) => k.startsWith('Deployment/')), ...stale.filter((k) => !k.startsWith('Deployment/'))], 0);
   state.published = [...new Set([...(state.published ?? []).filter((k) => !stale.includes(k)), ...objects.map(objectKey)])];
   state.services = await listObjects<Service>(layout, 'Service');
 }

@@ -36,7 +36,7 @@ export interface LabPodState {
   owner?: string;
   /** spec.terminationGracePeriodSeconds (Kubernetes' default 30 when absent). */
   graceSeconds?: number;
-  /** Set when the pod is terminating: its endpoint turns ready:false, serving:true, terminating:true. */
+  /** Set when the pod is terminating, to its deadline (mesh-control's deletionTimestamp): its endpoint turns ready:false, serving:true, terminating:true. */
   deletionTimestamp?: string;
 }
 

@@ -2,7 +2,8 @@
 // full snapshot then deltas, each applied to a local copy and ACKed, or NACKed when the update
 // cannot be applied or `validate` rejects the view. While the control service is away the agent
 // keeps its last good view (fail static); it reconnects with exponential backoff and jitter and
-// resumes from the last ACKed version, so a short outage costs a delta, not a snapshot.
+// resumes from the last ACKed version and the store it came from (a service on another store
+// answers with a snapshot), so a short outage costs a delta, not a snapshot.
 //
 // Credentials: `<credentialsDir>/node.json` (server, CA, certificate, key). When it is missing
 // and a join token is given, the agent joins first: it fetches the server's CA over TLS and checks
@@ -104,6 +105,8 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
   const dir = opts.credentialsDir ?? join(weftHome(), 'agent', opts.node);
   const objects = new Map<string, ClusterObject>();
   let acked = '';
+  // The store `acked` belongs to: sent back on resume, so a different store answers with a snapshot.
+  let storeId = '';
   let stream: ClientDuplexStream<NodeRequest, NodeUpdate> | undefined;
   let client: InstanceType<ReturnType<typeof weftServices>['NodeSync']> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -128,8 +131,8 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
 
   /** Applies an update to a copy; the live state changes only if the whole update is good. */
   function applyUpdate(u: NodeUpdate): { next: Map<string, ClusterObject>; error?: string } {
-    if (!u.full && u.base_version !== acked) {
-      return { next: objects, error: `delta is based on version ${u.base_version} but this agent holds ${acked || 'nothing'}` };
+    if (!u.full && (u.base_version !== acked || u.store_id !== storeId)) {
+      return { next: objects, error: `delta is based on version ${u.base_version} of store ${u.store_id || '(none)'} but this agent holds ${acked || 'nothing'} of store ${storeId || '(none)'}` };
     }
     const next = u.full ? new Map<string, ClusterObject>() : new Map(objects);
     try {
@@ -165,7 +168,7 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
     }
     const s = (client as unknown as { Stream: () => ClientDuplexStream<NodeRequest, NodeUpdate> }).Stream();
     stream = s;
-    s.write({ node: opts.node, resume_version: acked, version: '', response_nonce: '', error_detail: '' });
+    s.write({ node: opts.node, resume_version: acked, store_id: storeId, version: '', response_nonce: '', error_detail: '' });
     s.on('data', (u: NodeUpdate) => {
       attempt = 0;
       const { next, error: applyError } = applyUpdate(u);
@@ -179,6 +182,7 @@ export function createControlStateSource(opts: ControlStateSourceOptions): Contr
       objects.clear();
       for (const [k, v] of next) objects.set(k, v);
       acked = u.version;
+      storeId = u.store_id;
       onUpdate(view!);
       s.write({ node: opts.node, resume_version: '', version: u.version, response_nonce: u.nonce, error_detail: '' });
     });

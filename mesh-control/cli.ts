@@ -123,8 +123,20 @@ export async function apply(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * kubectl's --grace-period/--force: -1 (default) is each object's own; 0 needs --force (without,
+ * it becomes 1, as kubectl guards against accidental force deletion); --force alone means 0.
+ */
+function gracePeriod(args: ReturnType<typeof parseArgs>): number | undefined {
+  const force = args.booleans.has('force');
+  let grace = intFlag(args, 'grace-period', -1, -1);
+  if (grace === 0 && !force) grace = 1;
+  if (force && grace < 0) grace = 0;
+  return grace < 0 ? undefined : grace;
+}
+
 export async function remove(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { repeatable: ['filename'], aliases: { f: 'filename' }, values: CLIENT_FLAGS });
+  const args = parseArgs(argv, { repeatable: ['filename'], aliases: { f: 'filename' }, values: ['grace-period', ...CLIENT_FLAGS], booleans: ['force'] });
   let loaded;
   try {
     loaded = await manifests(args, 'delete');
@@ -132,8 +144,11 @@ export async function remove(argv: string[]): Promise<number> {
     return printManifestError(err);
   }
   const keys = loaded.objects.map(objectKey);
-  const res = await withClient(args, (c) => unary<{ results: WireResult[] }>(c, 'Delete', { keys }, 'delete objects'));
-  for (const r of res.results) out(`${shortName(r.key)} ${r.outcome}\n`);
+  const grace = gracePeriod(args);
+  if (grace === 0) process.stderr.write('warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.\n');
+  const req = { keys, ...(grace === undefined ? {} : { grace_period: { seconds: grace } }) };
+  const res = await withClient(args, (c) => unary<{ results: WireResult[] }>(c, 'Delete', req, 'delete objects'));
+  for (const r of res.results) out(`${shortName(r.key)} ${grace === 0 && r.outcome === 'deleted' ? 'force deleted' : r.outcome}\n`);
   return 0;
 }
 

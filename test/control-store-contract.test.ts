@@ -1,5 +1,6 @@
 // One contract for both stores: revisions, optimistic concurrency, ordered watch from a revision,
-// expired history. Plus the embedded store's durability and etcd with a member lost.
+// expired history, watch history and identity across a restart. Plus the embedded store's
+// durability, etcd with a member lost, and etcd history compacted away.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { appendFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,25 @@ interface Backend {
   name: string;
   skip?: string;
   open(opts?: { historySize?: number }): Promise<ObjectStore>;
+  /** A new process on the same stored state (data dir, etcd prefix) as `store`, which is stopped first. */
+  reopen(store: ObjectStore): Promise<ObjectStore>;
   cleanup(): Promise<void>;
+}
+
+/** How each opened store was made, for reopen(). */
+const makers = new Map<ObjectStore, () => ObjectStore>();
+
+async function started(make: () => ObjectStore): Promise<ObjectStore> {
+  const s = make();
+  makers.set(s, make);
+  await s.start();
+  opened.push(s);
+  return s;
+}
+
+async function reopen(store: ObjectStore): Promise<ObjectStore> {
+  await store.stop();
+  return started(makers.get(store)!);
 }
 
 let etcd: EtcdServer | undefined;
@@ -27,11 +46,9 @@ const backends: Backend[] = [
     async open(opts) {
       const t = await tempDir();
       dirs.push(t.remove);
-      const s = createEmbeddedStore({ dir: t.dir, historySize: opts?.historySize });
-      await s.start();
-      opened.push(s);
-      return s;
+      return started(() => createEmbeddedStore({ dir: t.dir, historySize: opts?.historySize }));
     },
+    reopen,
     async cleanup() {},
   },
   {
@@ -39,11 +56,10 @@ const backends: Backend[] = [
     skip: etcdSkipReason,
     async open(opts) {
       etcd ??= await startEtcd();
-      const s = createEtcdStore({ endpoints: [etcd.endpoint], prefix: `/test-${process.pid}-${++prefixSeq}/`, historySize: opts?.historySize });
-      await s.start();
-      opened.push(s);
-      return s;
+      const prefix = `/test-${process.pid}-${++prefixSeq}/`;
+      return started(() => createEtcdStore({ endpoints: [etcd!.endpoint], prefix, historySize: opts?.historySize }));
     },
+    reopen,
     async cleanup() {
       await etcd?.stop();
     },
@@ -135,6 +151,34 @@ for (const backend of backends) {
         expect(isControlError(err, 'WEFT_CONTROL_WATCH_EXPIRED')).toBe(true);
       }
       expect(() => s.watch(s.revision(), () => {})()).not.toThrow();
+    });
+
+    it('keeps its identity across a restart; another store has another', async () => {
+      const s = await backend.open();
+      await s.put(pod('p'));
+      const id = s.id();
+      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+      const again = await backend.reopen(s);
+      expect(again.id()).toBe(id);
+      const other = await backend.open();
+      expect(other.id()).not.toBe(id);
+    });
+
+    it('replays the changes made before a restart to a watch from an older revision', async () => {
+      const s = await backend.open();
+      const start = (await s.put(pod('p0'))).metadata.resourceVersion;
+      await s.put(pod('p1'));
+      await s.delete('Pod/default/p0');
+      await s.put({ ...pod('p1'), metadata: { ...pod('p1').metadata, labels: { app: 'other' } } });
+      const r = await backend.reopen(s);
+      expect(r.historyStart()).toBeLessThanOrEqual(Number(start));
+      const seen: WatchEvent[] = [];
+      r.watch(Number(start), (evs) => seen.push(...evs))();
+      const base = Number(start);
+      expect(seen.map((e) => `${e.type} ${e.object.metadata.name} ${e.revision - base}`)).toEqual(['ADDED p1 1', 'DELETED p0 2', 'MODIFIED p1 3']);
+      // A deletion carries the object as it was last stored.
+      expect(seen[1].object.metadata.labels).toEqual({ app: 'web' });
+      expect(seen[2].object.metadata.labels).toEqual({ app: 'other' });
     });
 
     it('serializes concurrent writers: every write gets its own revision', async () => {
@@ -246,6 +290,29 @@ describe.skipIf(etcdSkipReason !== undefined)('etcd watch events', () => {
       ['DELETED', 'gone', deletedAt],
       ['ADDED', 'later', deletedAt + 1],
     ]);
+  });
+});
+
+describe.skipIf(etcdSkipReason !== undefined)('etcd history compacted away', () => {
+  it('serves the history etcd still has after a restart, and expires what it compacted', async () => {
+    etcd ??= await startEtcd();
+    const prefix = `/compacted-${process.pid}/`;
+    const make = () => createEtcdStore({ endpoints: [etcd!.endpoint], prefix });
+    const s = await started(make);
+    const first = Number((await s.put(pod('a'))).metadata.resourceVersion);
+    await s.put(pod('b'));
+    const kept = Number((await s.put(pod('c'))).metadata.resourceVersion);
+    await s.put(pod('d'));
+    const res = await fetch(`${etcd.endpoint}/v3/kv/compaction`, { method: 'POST', body: JSON.stringify({ revision: String(kept), physical: true }) });
+    expect(res.status).toBe(200);
+    const r = await reopen(s);
+    // etcd keeps revisions from `kept` on: the history starts just before it.
+    expect(r.historyStart()).toBe(kept - 1);
+    const seen: WatchEvent[] = [];
+    r.watch(kept - 1, (evs) => seen.push(...evs))();
+    expect(seen.map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual(['ADDED c', 'ADDED d']);
+    expect(() => r.watch(first, () => {})).toThrow(/too old/);
+    expect(r.list().map((o) => o.metadata.name)).toEqual(['a', 'b', 'c', 'd']);
   });
 });
 

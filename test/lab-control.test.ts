@@ -2,11 +2,9 @@
 // lab's control socket with `weft apply` (no lab command) get pods on the lab's nodes (the lab
 // kubelet), EndpointSlices from mesh-control's controller and rules in every node's agent, so a
 // probe from a pod reaches them; deleting the Deployment the same way removes its pods.
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EndpointSlice } from '../mesh-control/model/types.ts';
-import { createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type RunResult, type TestLab, WEFT } from './helpers/lab.ts';
+import { controlCLI, createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type RunResult, type TestLab } from './helpers/lab.ts';
 
 const skip = labSkipReason();
 
@@ -34,13 +32,7 @@ spec:
 
 describe.skipIf(skip)(`the lab's source of truth is mesh-control${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let lab: TestLab;
-  // `weft apply|get|delete` as a user runs them against the lab: its socket and admin credential.
-  const weft = (args: string[]): Promise<RunResult> => new Promise((resolve) => {
-    const env = { ...process.env, WEFT_CONFIG: join(lab.dir, 'control', 'admin.json') };
-    execFile(process.execPath, [WEFT, ...args, '--server', `unix:${join(lab.dir, 'control.sock')}`], { env, timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
+  const weft = (args: string[]): Promise<RunResult> => controlCLI(lab, args);
   const podsNamed = async (prefix: string) => (await lab.json<LabStatus>(['status'])).pods.filter((p) => p.name.startsWith(prefix)).map((p) => p.name).sort();
   const waitFor = async (what: string, check: () => Promise<boolean>) => {
     for (let i = 0; i < 80; i++) {

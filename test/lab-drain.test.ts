@@ -1,12 +1,14 @@
 // Scaling a Deployment down drains its Service instead of failing requests: while clients send
-// continuously (over keep-alive connections, and with a new connection per request), `lab apply`
-// removes two of three replicas; every request succeeds, and the removed pods' endpoints went
-// through ready:false, serving:true, terminating:true before they disappeared.
+// continuously (over keep-alive connections, and with a new connection per request), two of three
+// replicas go away, by `lab apply` or by `weft apply` straight to the lab's mesh-control (its
+// Deployment controller marks them terminating, the lab kubelet drains them); every request
+// succeeds, and the removed pods' endpoints went through ready:false, serving:true,
+// terminating:true before they disappeared.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listObjects } from '../lab/control.ts';
 import { labLayout } from '../lab/layout.ts';
 import type { EndpointSlice } from '../mesh-control/model/types.ts';
-import { createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type TestLab } from './helpers/lab.ts';
+import { controlCLI, createTestLab, labSkipReason, type LabStatus, type LoadJSON, podYAML, probeJSON, type TestLab } from './helpers/lab.ts';
 
 const skip = labSkipReason();
 
@@ -46,7 +48,8 @@ for (const mode of ['nftables', 'iptables'] as const) {
     });
     afterAll(async () => { await lab?.destroy(); });
 
-    it('loses no request while two of three replicas go away', async () => {
+    /** Runs load while `scaleDown` takes web from 3 replicas to 1 and resolves once the lab runs only web-0. */
+    async function drainsUnderLoad(scaleDown: (dir: string) => Promise<void>): Promise<void> {
       // Bounded: at most 200k requests or 7 s per loop.
       const loop = (extra: string[]) => probeJSON<LoadJSON>(lab, ['--from', 'default/client', '--to', 'default/web', '--count', '200000', '--duration-ms', '7000', '--timeout-ms', '3000', ...extra]);
       const keepAlive = loop(['--concurrency', '8', '--keep-alive']);
@@ -65,10 +68,7 @@ for (const mode of ['nftables', 'iptables'] as const) {
       })();
 
       await new Promise((r) => setTimeout(r, 1_500));
-      const dir = await lab.manifests({ 'web.yaml': deployment(1) });
-      const applied = await lab.weft(['apply', '-f', dir]);
-      expect(applied).toMatchObject({ code: 0 });
-      expect(applied.stdout).toContain('2 terminated');
+      await scaleDown(await lab.manifests({ 'web.yaml': deployment(1) }));
       watching = false;
       await watcher;
 
@@ -88,6 +88,31 @@ for (const mode of ['nftables', 'iptables'] as const) {
       expect(status.pods.map((p) => p.name).sort()).toEqual(['client', 'web-0']);
       const after = await probeJSON<LoadJSON>(lab, ['--from', 'default/client', '--to', 'default/web', '--count', '10']);
       expect(after).toMatchObject({ ok: 10, answeredBy: { 'default/web-0': 10 } });
+    }
+
+    it('loses no request while two of three replicas go away by `lab apply`', async () => {
+      await drainsUnderLoad(async (dir) => {
+        const applied = await lab.weft(['apply', '-f', dir]);
+        expect(applied).toMatchObject({ code: 0 });
+        expect(applied.stdout).toContain('2 terminated');
+      });
+    });
+
+    it('loses no request while two of three replicas go away by `weft apply` to mesh-control', async () => {
+      // Back to three replicas first (the lab creates web-1 and web-2 again).
+      const up = await lab.weft(['apply', '-f', await lab.manifests({ 'web.yaml': deployment(3) })]);
+      expect(up).toMatchObject({ code: 0 });
+      await drainsUnderLoad(async (dir) => {
+        const applied = await controlCLI(lab, ['apply', '-f', dir]);
+        expect(applied).toMatchObject({ code: 0, stdout: 'deployment/web configured\n' });
+        // The lab kubelet drains them: done once the lab runs web-0 alone (bounded: 20 s).
+        for (let i = 0; i < 80; i++) {
+          const pods = (await lab.json<LabStatus>(['status'])).pods.map((p) => p.name);
+          if (!pods.includes('web-1') && !pods.includes('web-2')) return;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        throw new Error('timed out waiting for the lab kubelet to remove web-1 and web-2');
+      });
     });
   });
 }

@@ -63,10 +63,14 @@ describe('allocateServices', () => {
 describe('the objects the lab writes to mesh-control', () => {
   it('are Nodes and Pods the manifest parser accepts, from which the EndpointSlice controller derives ready/terminating endpoints', () => {
     const state = labState(allocateServices([], [svc('web', {}), svc('edge', { type: 'LoadBalancer', externalTrafficPolicy: 'Local' })]));
-    state.pods[1].deletionTimestamp = '2026-01-01T00:00:00.000Z';
+    const terminating = state.pods[1];
+    terminating.deletionTimestamp = '2026-01-01T00:00:00.000Z';
     const written = parseManifests(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: labObjects(state) }), 'lab objects');
+    // A deletion is mesh-control's (it set the deadline when the lab deleted the pod): the lab never writes one.
+    expect(written.filter((o) => o.metadata.deletionTimestamp)).toEqual([]);
+    const stored = written.map((o) => (o.kind === 'Pod' && o.metadata.name === terminating.name ? { ...o, metadata: { ...o.metadata, deletionTimestamp: terminating.deletionTimestamp } } : o));
     // What mesh-control's controller (controllers/run.ts) stores next to them.
-    const objects = [...written, ...deriveEndpointSlices(state.services, written.filter((o): o is Pod => o.kind === 'Pod'))];
+    const objects = [...stored, ...deriveEndpointSlices(state.services, stored.filter((o): o is Pod => o.kind === 'Pod'))];
     expect(objects.filter((o) => o.kind === 'Node').map((n) => n.kind === 'Node' && n.status?.addresses?.[0])).toEqual([
       { type: 'InternalIP', address: '172.30.0.11' }, { type: 'InternalIP', address: '172.30.0.12' }, { type: 'InternalIP', address: '172.30.0.13' },
     ]);

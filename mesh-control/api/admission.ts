@@ -8,10 +8,11 @@ import { ControlError, isControlError } from '../errors.ts';
 import { applyDefaults } from '../model/defaults.ts';
 import { formatProblem, type ManifestProblem } from '../model/errors.ts';
 import { namespacedName, objectKey } from '../model/objects.ts';
-import type { ClusterObject, Service } from '../model/types.ts';
+import type { ClusterObject, ObjectMeta, Service } from '../model/types.ts';
 import { validate } from '../model/validate.ts';
 import { createServiceIPAllocator, type ServiceIPAllocatorConfig } from '../../proxy/service-ip-allocator.ts';
 import type { ObjectStore } from '../store/types.ts';
+import { deleteGracefully } from '../controllers/pod-termination.ts';
 
 export type Outcome = 'created' | 'configured' | 'unchanged' | 'deleted' | 'not found';
 
@@ -25,7 +26,11 @@ export interface Admission {
   /** Rebuilds allocations from the stored Services; call once the store is started. */
   start(): void;
   apply(items: { json: string; source: string }[], opts?: { dryRun?: boolean }): Promise<AdmissionResult[]>;
-  remove(keys: string[]): Promise<AdmissionResult[]>;
+  /**
+   * Deletes; a Pod terminates first (controllers/pod-termination.ts) with the grace period given,
+   * else its own; 0 removes it at once. Terminating counts as `deleted`, as kubectl reports it.
+   */
+  remove(keys: string[], opts?: { gracePeriodSeconds?: number }): Promise<AdmissionResult[]>;
 }
 
 /** What the user controls: server-set metadata left out, for "unchanged" decisions. */
@@ -82,6 +87,14 @@ export function createAdmission(config: ServiceIPAllocatorConfig, deps: { store:
     if (current && 'status' in current && current.status !== undefined && !('status' in o && o.status !== undefined)) {
       next = { ...o, status: current.status } as ClusterObject;
     }
+    // Deletion is the server's: an apply neither starts, stops nor moves a pod's termination.
+    const metadata: ObjectMeta = { ...next.metadata };
+    const deleting: ObjectMeta | undefined = current?.metadata;
+    delete metadata.deletionTimestamp;
+    delete metadata.deletionGracePeriodSeconds;
+    if (deleting?.deletionTimestamp !== undefined) metadata.deletionTimestamp = deleting.deletionTimestamp;
+    if (deleting?.deletionGracePeriodSeconds !== undefined) metadata.deletionGracePeriodSeconds = deleting.deletionGracePeriodSeconds;
+    next = { ...next, metadata } as ClusterObject;
     if (next.kind === 'Service') {
       try {
         next = allocator.allocate(next);
@@ -132,11 +145,11 @@ export function createAdmission(config: ServiceIPAllocatorConfig, deps: { store:
         return results;
       });
     },
-    remove(keys) {
+    remove(keys, opts) {
       return serial(async () => {
         const results: AdmissionResult[] = [];
         for (const key of keys) {
-          const gone = await timed('delete', () => store.delete(key));
+          const gone = await timed('delete', () => deleteGracefully(store, key, opts?.gracePeriodSeconds));
           if (gone?.kind === 'Service') allocator.release(gone.metadata.namespace ?? 'default', gone.metadata.name);
           results.push({ key, outcome: gone ? 'deleted' : 'not found', object: gone });
         }

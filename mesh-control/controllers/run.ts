@@ -1,7 +1,9 @@
 // The controllers mesh-control runs over its store, level-triggered: store events only mark work
 // dirty; after a short batching window each controller reconciles from the whole current state.
 //   - EndpointSlices from Pods and Service selectors (deriveEndpointSlices);
-//   - Deployments expanded into pods `<deployment>-<index>` (extra indexes removed);
+//   - Deployments expanded into pods `<deployment>-<index>` (extra indexes, and the pods of a
+//     deleted Deployment, deleted gracefully: they terminate, see pod-termination.ts);
+//   - terminating pods nobody reports stopped are removed once they expire (pod-termination.ts);
 //   - node subnets: a Node without spec.podCIDR gets one from the cluster CIDR (lease allocator).
 import { isDeepStrictEqual } from 'node:util';
 import { causeText } from '../errors.ts';
@@ -11,6 +13,7 @@ import type { ClusterObject, Deployment, EndpointSlice, Node, Pod, Service } fro
 import type { SubnetAllocator } from '../leases/index.ts';
 import type { ObjectStore, WatchEvent } from '../store/types.ts';
 import { deriveEndpointSlices, MANAGED_BY, MANAGED_BY_LABEL } from './endpoint-slices.ts';
+import { deleteGracefully, expiresAt } from './pod-termination.ts';
 
 export interface ControllersConfig {
   debounceMs?: number;
@@ -36,8 +39,10 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
   const { store, subnets } = deps;
   const log = config.log ?? (() => {});
   const debounceMs = config.debounceMs ?? 10;
-  const dirty = { slices: true, deployments: true, nodes: true };
+  const dirty = { slices: true, deployments: true, nodes: true, terminating: true };
   let timer: NodeJS.Timeout | undefined;
+  // Wakes the controllers when the next terminating pod expires.
+  let expiry: { at: number; timer: NodeJS.Timeout } | undefined;
   let running: Promise<void> | undefined;
   let cancel: (() => void) | undefined;
   let stopped = false;
@@ -69,8 +74,28 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
     }
     for (const p of store.list('Pod') as Pod[]) {
       const owner = p.metadata.annotations?.[DEPLOYMENT_ANNOTATION];
-      if (owner !== undefined && !wanted.has(objectKey(p))) await store.delete(objectKey(p));
+      if (owner !== undefined && !wanted.has(objectKey(p)) && !p.metadata.deletionTimestamp) await deleteGracefully(store, objectKey(p));
     }
+  }
+
+  async function reconcileTerminating(): Promise<void> {
+    const nodes = new Set(store.list('Node').map((n) => n.metadata.name));
+    const now = Date.now();
+    let next = Infinity;
+    for (const p of store.list('Pod') as Pod[]) {
+      const at = expiresAt(p, p.spec.nodeName !== undefined && nodes.has(p.spec.nodeName));
+      if (at === undefined) continue;
+      if (at > now) next = Math.min(next, at);
+      else await store.delete(objectKey(p), { expectRevision: Number(p.metadata.resourceVersion) });
+    }
+    if (next === Infinity || (expiry && expiry.at <= next)) return;
+    if (expiry) clearTimeout(expiry.timer);
+    const timer = setTimeout(() => {
+      expiry = undefined;
+      dirty.terminating = true;
+      schedule();
+    }, next - now);
+    expiry = { at: next, timer };
   }
 
   async function reconcileNodes(): Promise<void> {
@@ -84,22 +109,21 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
 
   async function reconcile(): Promise<void> {
     const todo = { ...dirty };
-    dirty.slices = dirty.deployments = dirty.nodes = false;
-    const steps: [boolean, string, () => Promise<void>][] = [
-      [todo.deployments, 'Deployments', reconcileDeployments],
-      [todo.slices, 'EndpointSlices', reconcileSlices],
-      [todo.nodes, 'node subnets', reconcileNodes],
+    dirty.slices = dirty.deployments = dirty.nodes = dirty.terminating = false;
+    const steps: [keyof typeof dirty, string, () => Promise<void>][] = [
+      ['deployments', 'Deployments', reconcileDeployments],
+      ['terminating', 'terminating pods', reconcileTerminating],
+      ['slices', 'EndpointSlices', reconcileSlices],
+      ['nodes', 'node subnets', reconcileNodes],
     ];
-    for (const [wanted, what, step] of steps) {
-      if (!wanted || stopped) continue;
+    for (const [flag, what, step] of steps) {
+      if (!todo[flag] || stopped) continue;
       try {
         await step();
       } catch (err) {
         log(`failed to reconcile ${what}: ${causeText(err)}`);
         // Level-triggered: try the whole thing again later.
-        if (what === 'Deployments') dirty.deployments = true;
-        else if (what === 'EndpointSlices') dirty.slices = true;
-        else dirty.nodes = true;
+        dirty[flag] = true;
         schedule(1000);
       }
     }
@@ -123,12 +147,14 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
       // Slices the controller does not manage (the user's) never change what it derives.
       if (kind === 'Service' || kind === 'Pod' || (kind === 'EndpointSlice' && e.object.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY)) dirty.slices = true;
       if (kind === 'Deployment' || (kind === 'Pod' && e.type === 'DELETED')) dirty.deployments = true;
+      // A pod marked for deletion, or a node gone (its pods expire at their deadline then).
+      if ((kind === 'Pod' && e.object.metadata.deletionTimestamp && e.type !== 'DELETED') || (kind === 'Node' && e.type === 'DELETED')) dirty.terminating = true;
       if (kind === 'Node') {
         dirty.nodes = true;
         if (e.type === 'DELETED' && subnets) void subnets.release(e.object.metadata.name).catch((err) => log(`failed to release the subnet of node ${e.object.metadata.name}: ${causeText(err)}`));
       }
     }
-    if (dirty.slices || dirty.deployments || dirty.nodes) schedule();
+    if (dirty.slices || dirty.deployments || dirty.nodes || dirty.terminating) schedule();
   }
 
   return {
@@ -141,6 +167,8 @@ export function createControllers(config: ControllersConfig, deps: { store: Obje
       stopped = true;
       cancel?.();
       if (timer) clearTimeout(timer);
+      if (expiry) clearTimeout(expiry.timer);
+      expiry = undefined;
       await running;
     },
     async idle() {

@@ -13,7 +13,9 @@ export interface ObjectMeta {
   resourceVersion?: string;
   generation?: number;
   creationTimestamp?: string;
+  /** When the object goes away at the latest: set by a graceful delete (Pods), with its grace period. */
   deletionTimestamp?: string;
+  deletionGracePeriodSeconds?: number;
 }
 
 export interface TypeMeta<K extends string, V extends string> {

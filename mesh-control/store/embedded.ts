@@ -4,6 +4,7 @@
 // fsync, rename, directory fsync) and older logs are removed. Loading replays snapshot + logs; a
 // torn last line (a crash mid-append) was never acknowledged and is dropped.
 import { mkdirSync, openSync, closeSync, fsyncSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { ControlError, causeText } from '../errors.ts';
 import { objectKey } from '../model/objects.ts';
@@ -25,6 +26,7 @@ interface LogLine {
 }
 
 const SNAPSHOT = 'snapshot.json';
+const STORE_ID = 'store-id';
 const logName = (firstRevision: number) => `log-${String(firstRevision).padStart(12, '0')}.jsonl`;
 
 function fsyncDir(dir: string): void {
@@ -53,6 +55,7 @@ export function createEmbeddedStore(config: EmbeddedStoreConfig): ObjectStore {
   let logEntries = 0;
   let flushing = false;
   let stopped = false;
+  let storeId = '';
 
   function latest(key: string): ClusterObject | undefined {
     const p = pending.get(key);
@@ -66,6 +69,7 @@ export function createEmbeddedStore(config: EmbeddedStoreConfig): ObjectStore {
     } catch (err) {
       throw ioError('create store directory', dir, err);
     }
+    storeId = loadStoreId();
     const objects = new Map<string, Change>();
     const events: WatchEvent[] = [];
     let revision = 0;
@@ -106,6 +110,29 @@ export function createEmbeddedStore(config: EmbeddedStoreConfig): ObjectStore {
     cache.load([...objects.values()], revision, { historyStart, events });
     nextRevision = revision;
     openLog(logs.length > 0 ? logs[logs.length - 1] : logName(revision + 1));
+  }
+
+  /** The directory's identity: read, or created (temp + fsync + rename) with a new directory. */
+  function loadStoreId(): string {
+    const path = join(dir, STORE_ID);
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError('read', path, err);
+    }
+    const id = randomUUID();
+    try {
+      const tmp = `${path}.tmp`;
+      writeFileSync(tmp, `${id}\n`);
+      const fd = openSync(tmp, 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, path);
+      fsyncDir(dir);
+    } catch (err) {
+      throw ioError('write', path, err);
+    }
+    return id;
   }
 
   function openLog(name: string): void {
@@ -194,6 +221,7 @@ export function createEmbeddedStore(config: EmbeddedStoreConfig): ObjectStore {
       if (logFd !== undefined) closeSync(logFd);
       logFd = undefined;
     },
+    id: () => storeId,
     revision: () => cache.revision(),
     historyStart: () => cache.historyStart(),
     get: (key) => cache.get(key),

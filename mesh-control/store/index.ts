@@ -11,6 +11,7 @@ export interface StoreSource {
   /** Embedded store directory. */
   dataDir?: string;
   etcdEndpoints?: string[];
+  /** The etcd prefix of everything `weft control` stores (default `/weft/`): objects go under `<prefix>objects/`. */
   etcdPrefix?: string;
   log?: (message: string) => void;
 }
@@ -20,7 +21,8 @@ export function openStore(source: StoreSource): ObjectStore {
   if (endpoints.length > 0 && source.dataDir !== undefined) {
     throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', 'invalid store: give either a data directory or etcd endpoints, not both');
   }
-  if (endpoints.length > 0) return createEtcdStore({ endpoints, prefix: source.etcdPrefix, log: source.log });
+  // Under `<prefix>objects/`, beside the leases under `<prefix>leases/` (server.ts), never around them.
+  if (endpoints.length > 0) return createEtcdStore({ endpoints, prefix: source.etcdPrefix === undefined ? undefined : `${source.etcdPrefix}objects/`, log: source.log });
   if (source.dataDir === undefined) throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', 'invalid store: a data directory or etcd endpoints are required');
   return createEmbeddedStore({ dir: source.dataDir });
 }

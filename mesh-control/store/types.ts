@@ -26,6 +26,11 @@ export interface ObjectStore {
   /** Loads the stored state; reads and writes are valid after it resolves. */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * The store's identity, valid after start(): created once with the store (the data directory, or
+   * the etcd prefix), so revisions of two stores (a new data dir, a wiped prefix) are never mixed.
+   */
+  id(): string;
   /** The revision of the newest change this replica has seen. */
   revision(): number;
   /** The oldest revision watch() accepts: the history it replays starts after it. */

@@ -57,6 +57,19 @@ export async function createTestLab(): Promise<TestLab> {
   };
 }
 
+/**
+ * `weft apply|get|delete ...` as a user runs them against the lab's mesh-control directly: its
+ * control socket and admin credential.
+ */
+export function controlCLI(lab: TestLab, args: string[]): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const env = { ...process.env, WEFT_CONFIG: join(lab.dir, 'control', 'admin.json') };
+    execFile(process.execPath, [WEFT, ...args, '--server', `unix:${join(lab.dir, 'control.sock')}`], { env, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
 /** A pod manifest with TCP/UDP ports, pinned to a node when given. */
 export function podYAML(name: string, opts: { node?: string; tcp?: number[]; udp?: number[]; namespace?: string; ip?: string; labels?: Record<string, string>; named?: Record<string, number> } = {}): string {
   const ports = [
