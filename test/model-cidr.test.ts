@@ -10,7 +10,7 @@ describe('IPv4 addresses', () => {
     expect(parseIPv4('255.255.255.255')).toBe(0xffffffff);
   });
   it('rejects malformed text', () => {
-    for (const bad of ['256.0.0.1', '10.0.0', '10.0.0.1.2', '01.2.3.4', 'a.b.c.d', '', ' 10.0.0.1']) {
+    for (const bad of ['256.0.0.1', '10.0.0', '10.0.0.1.2', '01.2.3.4', '1.2.3.00', '1.2.3.1000', '1..2.3', '.1.2.3', '1.2.3.', 'a.b.c.d', '', ' 10.0.0.1', '10.0.0.1 ']) {
       expect(isIPv4(bad)).toBe(false);
       expect(() => parseIPv4(bad)).toThrow(/is not an IPv4 address/);
     }

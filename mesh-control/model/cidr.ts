@@ -7,17 +7,40 @@ export interface Cidr {
   prefix: number;
 }
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+/**
+ * Dotted-quad IPv4 (no leading zeros, each octet ≤ 255) as a uint32, or -1. A character scan:
+ * the proxy parses every endpoint address on each full sync.
+ */
+function scanIPv4(text: string): number {
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return -1; // leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return -1;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + octet;
+}
 
 export function isIPv4(text: string): boolean {
-  const m = IPV4.exec(text);
-  return m !== null && m.slice(1).every((o) => Number(o) <= 255 && (o.length === 1 || o[0] !== '0'));
+  return scanIPv4(text) >= 0;
 }
 
 export function parseIPv4(text: string): number {
-  if (!isIPv4(text)) throw new RangeError(`"${text}" is not an IPv4 address`);
-  const [a, b, c, d] = text.split('.').map(Number);
-  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
+  const n = scanIPv4(text);
+  if (n < 0) throw new RangeError(`"${text}" is not an IPv4 address`);
+  return n;
 }
 
 export function formatIPv4(n: number): string {
