@@ -168,6 +168,9 @@ describe('nftables render', () => {
     slices[1] = makeSlice('ns2', 'svc2', [{ addresses: ['10.180.0.2'] }]);
     const second = renderCached();
     expect([...(second.delta?.ids ?? [])]).toEqual(['ns2/svc2:p80/tcp']);
+    // Same ids in the same places: the table is copied with the change, sharing its id index.
+    expect(second.services.index).toBe(unchanged.services.index);
+    expect(nftFullScript(second)).toBe(render(services, slices).script);
     expect([...second.groups.keys()]).toEqual(['pick-cluster-ip-tcp-1']);
     const uncached = (r: ReturnType<typeof renderNftables>) => ({ ...r, delta: undefined });
     expect(nftIncrementalScript(second, unchanged)).toBe(nftIncrementalScript(uncached(second), uncached(unchanged)));
@@ -175,6 +178,7 @@ describe('nftables render', () => {
     expect(first.delta).toBeUndefined();
     services.pop();
     const third = renderCached();
+    expect(nftFullScript(third)).toBe(render(services, slices).script);
     expect(nftIncrementalScript(third, second)).toContain('delete element ip weft service-ips { 172.30.0.42 . tcp . 80 }');
     expect([...third.groups.keys()]).toEqual(['pick-cluster-ip-tcp-1']);
   });

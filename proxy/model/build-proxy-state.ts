@@ -43,7 +43,7 @@ function normalizeSourceRanges(ranges: readonly string[] | undefined): string[] 
 function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, nodeName: string): ProxyEndpoint[] {
   const portName = port.name ?? '';
   const protocol = port.protocol ?? 'TCP';
-  const byAddr = new Map<string, ProxyEndpoint>();
+  const all: ProxyEndpoint[] = [];
   for (const slice of slices) {
     if (slice.addressType !== 'IPv4') continue;
     // The slice's port carries the targetPort resolved for the pods in that slice, so a named
@@ -56,9 +56,7 @@ function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, n
       const c = ep.conditions ?? {};
       const ready = c.ready ?? true;
       const address = `${ip}:${sp.port}`;
-      const existing = byAddr.get(address);
-      if (existing && !ready) continue;
-      byAddr.set(address, {
+      all.push({
         ip,
         port: sp.port,
         address,
@@ -73,7 +71,27 @@ function endpointsForPort(slices: readonly EndpointSlice[], port: ServicePort, n
       });
     }
   }
-  return [...byAddr.values()].sort(byAddress);
+  // Sorted stably, an address listed twice (in two slices, or twice in one) has its entries side by side.
+  all.sort(byAddress);
+  for (let i = 1; i < all.length; i++) if (all[i].address === all[i - 1].address) return withoutDuplicates(all);
+  return all;
+}
+
+/** One entry per address of a sorted list: the last ready one, else the first. */
+function withoutDuplicates(sorted: readonly ProxyEndpoint[]): ProxyEndpoint[] {
+  const out: ProxyEndpoint[] = [];
+  for (const ep of sorted) {
+    const last = out.length - 1;
+    if (last < 0 || out[last].address !== ep.address) out.push(ep);
+    else if (ep.ready) out[last] = ep;
+  }
+  return out;
+}
+
+function countLocalReady(endpoints: readonly ProxyEndpoint[]): number {
+  let n = 0;
+  for (const ep of endpoints) if (ep.isLocal && ep.ready && !ep.terminating) n++;
+  return n;
 }
 
 interface BuildContext {
@@ -167,7 +185,7 @@ function buildServicePorts(svc: Service, slices: readonly EndpointSlice[], ctx: 
       affinityTimeoutSeconds,
       externallyAccessible,
       ...cat,
-      localReadyEndpoints: endpoints.filter((ep) => ep.isLocal && ep.ready && !ep.terminating).length,
+      localReadyEndpoints: countLocalReady(endpoints),
       usesClusterEndpoints,
       usesLocalEndpoints,
     });
