@@ -42,7 +42,9 @@ export async function startControl(layout: LabLayout, s: ControlSettings): Promi
     '--service-cidr', s.serviceCIDR];
   const logFile = join(layout.logDir, 'control.log');
   const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, argv, { detached: true, stdio: ['ignore', log, log] });
+  // glibc's trim threshold fixed: freed snapshot buffers go back to the system (mesh-control/README.md).
+  const env = { MALLOC_TRIM_THRESHOLD_: '131072', ...process.env };
+  const child = spawn(process.execPath, argv, { detached: true, stdio: ['ignore', log, log], env });
   closeSync(log);
   const pid = child.pid as number;
   writeFileSync(layout.controlPidFile, `${pid}\n`);

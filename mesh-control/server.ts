@@ -12,7 +12,8 @@ import { createControlMetrics } from './ops/metrics.ts';
 import { openCertificateAuthority, type CertificateAuthority, type Identity } from './pki/ca.ts';
 import { createJoinTokens, type JoinTokens } from './pki/tokens.ts';
 import { weftServices } from './proto/load.ts';
-import { createNodeSync, type NodeSyncCall } from './push/node-sync.ts';
+import { createNodeSync } from './push/node-sync.ts';
+import { nodeStreamInterceptor, type NodeStream } from './push/node-stream.ts';
 import { preEncodedService } from './push/wire.ts';
 import { openStore } from './store/index.ts';
 import { resolveKind } from './kinds.ts';
@@ -113,7 +114,11 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
       }
       return { items: items.map((o) => Buffer.from(JSON.stringify(o))), revision: String(store.revision()) };
     }),
-    Delete: admin(async (req) => ({ results: resultsOut(await admission.remove(req.keys as string[])) })),
+    Delete: admin(async (req) => {
+      // grace_period absent (older clients too): each object's own.
+      const grace = req.grace_period as { seconds: number } | null | undefined;
+      return { results: resultsOut(await admission.remove(req.keys as string[], { gracePeriodSeconds: grace ? Number(grace.seconds) : undefined })) };
+    }),
     Status: admin(async () => ({ revision: String(sync.version()), nodes: sync.status() })),
     CreateJoinToken: admin(async (req) => {
       const node = String(req.node ?? '');
@@ -139,21 +144,19 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
     }) as Unary,
   };
 
-  const nodeSyncImpl: UntypedServiceImplementation = {
-    Stream: (call: NodeSyncCall) => {
-      let who: Identity;
-      try {
-        who = identify(call);
-      } catch (err) {
-        call.emit('error', toGrpcError(err));
-        return;
-      }
-      sync.serve(call, (node) =>
-        who.kind === 'admin' || who.node === node
-          ? undefined
-          : `WEFT_CONTROL_PERMISSION_DENIED: node ${who.kind === 'node' ? who.node : '?'} may not stream the view of node ${node}`,
-      );
-    },
+  const serveNodeStream = (call: NodeStream) => {
+    let who: Identity;
+    try {
+      who = identify(call);
+    } catch (err) {
+      call.emit('error', toGrpcError(err));
+      return;
+    }
+    sync.serve(call, (node) =>
+      who.kind === 'admin' || who.node === node
+        ? undefined
+        : `WEFT_CONTROL_PERMISSION_DENIED: node ${who.kind === 'node' ? who.node : '?'} may not stream the view of node ${node}`,
+    );
   };
 
   async function startOps(): Promise<void> {
@@ -204,8 +207,16 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
         removeIdentityCertificateListener: () => {},
       };
       const creds = experimental.createCertificateProviderServerCredentials(provider, provider, false);
-      grpc = new Server({ 'grpc.max_send_message_length': 256 * 1024 * 1024, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
-      grpc.addService(preEncodedService(services.NodeSync.service), nodeSyncImpl);
+      const nodeSync = preEncodedService(services.NodeSync.service);
+      grpc = new Server({
+        'grpc.max_send_message_length': 256 * 1024 * 1024,
+        'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        // channelz bookkeeping runs per message (timestamps, counters) and per connection; not served here.
+        'grpc.enable_channelz': 0,
+        interceptors: [nodeStreamInterceptor(nodeSync.Stream.path, serveNodeStream)],
+      });
+      // Node streams are served by the interceptor (push/node-stream.ts): the handler never runs.
+      grpc.addService(nodeSync, {});
       grpc.addService(services.Control.service, controlImpl);
       grpc.addService(services.Bootstrap.service, bootstrapImpl);
       const boundPort = await new Promise<number>((resolve, reject) =>

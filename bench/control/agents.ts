@@ -6,6 +6,7 @@
 //   out {"ready":true,"rssMiB":n}  every stream has its first update (and this process's RSS)
 //   in  {"wait":V}                 → out {"reached":V,"at":epochMs} when every stream ACKed a version ≥ V
 //                                    (at = the latest of their first ACKs at or above V)
+//   in  {"cpu":true}               → out {"cpuMs":n} this process's CPU time so far (user + system)
 import { Client, Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
 import { createInterface } from 'node:readline';
 import { channelFor } from '../../mesh-control/client.ts';
@@ -77,7 +78,11 @@ export function runAgents(argv: string[]): void {
     s.on('error', (err) => process.stderr.write(`bench agent ${node}: ${err.message}\n`));
   }
   createInterface({ input: process.stdin }).on('line', (line) => {
-    const m = JSON.parse(line) as { wait?: number };
+    const m = JSON.parse(line) as { wait?: number; cpu?: boolean };
+    if (m.cpu) {
+      const c = process.cpuUsage();
+      emit({ cpuMs: (c.user + c.system) / 1000 });
+    }
     if (m.wait === undefined) return;
     const w: Wait = { version: m.wait, remaining: 0, at: 0 };
     for (const a of agents) {

@@ -2,27 +2,33 @@
 // across P processes (bench/control/agents.ts, the same bundle run with `agents` first).
 // Measures initial sync per agent, change-to-all-ACKed latency for one endpoint change (K changes,
 // p50/p99), and control-service memory per idle connected agent (RSS and heap after a forced GC,
-// after the agents are idle, minus before they connected, over A). Every phase has a deadline.
+// after the agents are idle, minus before they connected but after one warm-up agent synced, over
+// A). Every phase has a deadline.
 //   node bench/run.mjs control [--agents 1000] [--procs 4] [--services 10000] [--endpoints 10]
 //                              [--changes 30] [--per-connection 1] [--large-writes 4]
+//                              [--profile FILE]  (a V8 CPU profile of this process over the change phase)
+//   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000]   (floor.ts)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Session } from 'node:inspector/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { runAgents } from './agents.ts';
+import { runFloor } from './floor.ts';
 import { createControlServer } from '../../mesh-control/server.ts';
 import { createEmbeddedStore } from '../../mesh-control/store/index.ts';
 import type { ClusterObject } from '../../mesh-control/model/types.ts';
 
 const TARGETS = { changeToAllAckedP99Ms: 100, memoryPerIdleAgentKiB: 64 };
 
-const arg = (name: string, def: number) => {
+const flag = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : def;
+  return i >= 0 ? process.argv[i + 1] : undefined;
 };
+const arg = (name: string, def: number) => Number(flag(name) ?? def);
 
 const ip = (n: number) => `10.${100 + ((n >> 16) & 0xff)}.${(n >> 8) & 0xff}.${n & 0xff}`;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
@@ -79,50 +85,62 @@ async function main(): Promise<void> {
 
     const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, log: () => {} });
     await server.start();
-    gc();
-    const before = process.memoryUsage();
 
     const { createControlClient, unary } = await import('../../mesh-control/client.ts');
     const { readClientConfig } = await import('../../mesh-control/client-config.ts');
     const admin = createControlClient(server.address(), readClientConfig(join(dir, 'admin.json')));
     const change = async (c: number) =>
-      unary<{ results: { json: Buffer }[] }>(admin, 'Apply', { items: [{ json: Buffer.from(JSON.stringify(endpointSlice(c % SERVICES, ENDPOINTS, c))), source: 'bench' }] }, 'apply');
+      unary<{ results: { json: Buffer }[] }>(admin, 'Apply', { items: [{ json: Buffer.from(JSON.stringify(endpointSlice(c % Math.max(1, SERVICES), ENDPOINTS, c))), source: 'bench' }] }, 'apply');
+    const perProc = Math.ceil(AGENTS / PROCS);
+    // The agent processes' CPU time (they share the cores with the control service).
+    const agentCpu = new Map<ChildProcess, (ms: number) => void>();
+    const cpuOf = (c: ChildProcess) =>
+      new Promise<number>((resolve) => {
+        agentCpu.set(c, resolve);
+        c.stdin!.write(`${JSON.stringify({ cpu: true })}\n`);
+      });
+    const agentCpuMs = async () => (await Promise.all(children.map(cpuOf))).reduce((a, b) => a + b, 0);
+    const syncMs: number[] = [];
+    const reached = new Map<number, number[]>();
+    const agentProcessRssMiB: number[] = [];
+    /** Starts a process of `n` simulated agents from bench-<first>; resolves when all have their first update. */
+    const startAgents = (first: number, n: number, measured: boolean) => {
+      const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(first), String(n), String(PER_CONNECTION), '1800'], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      children.push(child);
+      return new Promise<void>((resolve, reject) => {
+        child.once('exit', (code) => reject(new Error(`bench agent process for bench-${first}… exited with ${code}`)));
+        createInterface({ input: child.stdout! }).on('line', (line) => {
+          const m = JSON.parse(line) as { synced?: string; ms?: number; ready?: boolean; rssMiB?: number; reached?: number; at?: number; cpuMs?: number };
+          if (m.cpuMs !== undefined) agentCpu.get(child)?.(m.cpuMs);
+          if (m.synced && measured) syncMs.push(m.ms!);
+          if (m.ready) {
+            if (measured) agentProcessRssMiB.push(m.rssMiB!);
+            resolve();
+          }
+          if (m.reached !== undefined) reached.get(m.reached)?.push(m.at!);
+        });
+      });
+    };
+    // One agent first: what does not depend on the number of agents (each stored object encoded
+    // once, the shared snapshot) is built for it and belongs in the baseline, not in the per-agent figure.
+    const beforeWarmup = (gc(), process.memoryUsage());
+    await Promise.race([deadline(300_000, 'warm-up agent'), startAgents(AGENTS, 1, false)]);
+    gc();
+    const before = process.memoryUsage();
+
     // grpc-js keeps the chunks of a stream's last received message until the next one arrives:
     // a small change every second lets synced simulated agents drop their snapshot (a cluster
     // under sync sees changes anyway); without it 1,000 idle agents would hold 1,000 snapshots.
     let tickles = 0;
     const tickle = setInterval(() => void change(CHANGES + ++tickles).catch(() => {}), 1000);
-
-    const perProc = Math.ceil(AGENTS / PROCS);
-    const syncMs: number[] = [];
-    const reached = new Map<number, number[]>();
-    const agentProcessRssMiB: number[] = [];
     let peakRss = before.rss;
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
     const tSync = performance.now();
     await Promise.race([
       deadline(900_000, 'initial sync'),
-      Promise.all(
-        Array.from({ length: PROCS }, (_, p) => {
-          const n = Math.min(perProc, AGENTS - p * perProc);
-          const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(p * perProc), String(n), String(PER_CONNECTION), '1800'], {
-            stdio: ['pipe', 'pipe', 'inherit'],
-          });
-          children.push(child);
-          return new Promise<void>((resolve, reject) => {
-            child.once('exit', (code) => reject(new Error(`bench agent process ${p} exited with ${code}`)));
-            createInterface({ input: child.stdout! }).on('line', (line) => {
-              const m = JSON.parse(line) as { synced?: string; ms?: number; ready?: boolean; rssMiB?: number; reached?: number; at?: number };
-              if (m.synced) syncMs.push(m.ms!);
-              if (m.ready) {
-                agentProcessRssMiB.push(m.rssMiB!);
-                resolve();
-              }
-              if (m.reached !== undefined) reached.get(m.reached)?.push(m.at!);
-            });
-          });
-        }),
-      ),
+      Promise.all(Array.from({ length: PROCS }, (_, p) => startAgents(p * perProc, Math.min(perProc, AGENTS - p * perProc), true))),
     ]);
     const allSyncedMs = performance.now() - tSync;
     clearInterval(sampler);
@@ -136,6 +154,15 @@ async function main(): Promise<void> {
     // One endpoint change at a time: latency = Apply sent → the last agent ACKed a version that
     // contains it (clocks: every process's performance.timeOrigin + now(), same host).
     const latencies: number[] = [];
+    const profileFile = flag('profile');
+    const profiler = profileFile ? new Session() : undefined;
+    if (profiler) {
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 100 });
+      await profiler.post('Profiler.start');
+    }
+    const agentCpuBefore = await agentCpuMs();
     const cpuBefore = process.cpuUsage();
     for (let c = 0; c < CHANGES; c++) {
       const start = performance.timeOrigin + performance.now();
@@ -155,6 +182,12 @@ async function main(): Promise<void> {
     }
     // The control service's own CPU per change (user + system), pauses between changes included.
     const cpu = process.cpuUsage(cpuBefore);
+    const agentCpuPerChange = ((await agentCpuMs()) - agentCpuBefore) / CHANGES;
+    if (profiler) {
+      const { profile } = await profiler.post('Profiler.stop');
+      writeFileSync(profileFile!, JSON.stringify(profile));
+      profiler.disconnect();
+    }
     admin.close();
 
     const result = {
@@ -165,12 +198,15 @@ async function main(): Promise<void> {
       allAgentsSyncedMs: Math.round(allSyncedMs),
       changeToAllAckedMs: { p50: +pct(latencies, 50).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +Math.max(...latencies).toFixed(1) },
       serverCpuMsPerChange: +((cpu.user + cpu.system) / 1000 / CHANGES).toFixed(1),
+      agentProcessesCpuMsPerChange: +agentCpuPerChange.toFixed(1),
       memoryPerIdleAgentKiB: {
         rss: +((idle.rss - before.rss) / 1024 / AGENTS).toFixed(1),
         heapUsed: +((idle.heapUsed - before.heapUsed) / 1024 / AGENTS).toFixed(1),
+        // As measured before the warm-up agent (the state-sized caches counted as if per agent).
+        rssFromEmpty: +((idle.rss - beforeWarmup.rss) / 1024 / AGENTS).toFixed(1),
       },
       serverMiB: Object.fromEntries(
-        Object.entries({ rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
+        Object.entries({ rssBeforeWarmup: beforeWarmup.rss, externalBeforeWarmup: beforeWarmup.external, rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
       ),
       agentProcessRssMiB,
       note: 'latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
@@ -185,6 +221,7 @@ async function main(): Promise<void> {
       { figure: 'change → all ACKed p50 (ms)', value: result.changeToAllAckedMs.p50, target: '—' },
       { figure: 'change → all ACKed p99 (ms)', value: result.changeToAllAckedMs.p99, target: `≤ ${TARGETS.changeToAllAckedP99Ms} ${ok(result.changeToAllAckedMs.p99, TARGETS.changeToAllAckedP99Ms)}` },
       { figure: 'control service CPU per change (ms)', value: result.serverCpuMsPerChange, target: '—' },
+      { figure: 'agent processes CPU per change (ms)', value: result.agentProcessesCpuMsPerChange, target: '—' },
       { figure: 'RSS per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.rss, target: `≤ ${TARGETS.memoryPerIdleAgentKiB} ${ok(result.memoryPerIdleAgentKiB.rss, TARGETS.memoryPerIdleAgentKiB)}` },
       { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
       { figure: 'server RSS peak during sync (MiB)', value: result.serverMiB.rssPeakDuringSync, target: '—' },
@@ -200,8 +237,14 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[2] === 'agents') runAgents(process.argv.slice(3));
+else if (process.argv[2]?.startsWith('floor') || process.argv.includes('--floor'))
+  runFloor(process.argv.slice(2)).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 else
   main().catch((err) => {
     console.error(err);
-    process.exitCode = 1;
+    // The control service and the timers of a failed phase would keep the process alive.
+    process.exit(1);
   });

@@ -14,13 +14,13 @@
 // update is then head (version, nonce) + that body + the node's own pods (wire.ts). Large updates
 // (snapshots) are in flight a few at a time (until ACKed), so 1,000 agents connecting at once do
 // not queue 1,000 copies in the HTTP/2 and TLS buffers.
-import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { objectKey } from '../model/objects.ts';
 import type { ObjectStore, WatchEvent } from '../store/types.ts';
 import type { ClusterObject, Namespace, NetworkPolicy, Pod } from '../model/types.ts';
 import type { ControlMetrics } from '../ops/metrics.ts';
 import { buildPeerIndex, changesPodScope, peerProjection, SHARED_KINDS, type PeerIndex } from './scope.ts';
-import { headFields, itemsFields, kindFields, removedField, resourceField, type EncodedUpdate } from './wire.ts';
+import { headFields, itemsFields, kindFields, removedField, resourceField, storeIdField } from './wire.ts';
+import type { NodeStream } from './node-stream.ts';
 
 export interface NodeRequest {
   node: string;
@@ -28,6 +28,8 @@ export interface NodeRequest {
   version: string;
   response_nonce: string;
   error_detail: string;
+  /** First message: the store the resume_version belongs to (absent from agents that predate it). */
+  store_id?: string;
 }
 
 export interface WireResource {
@@ -46,6 +48,8 @@ export interface NodeUpdate {
   removed: string[];
   /** More resources and removals, DEFLATE-compressed; empty when the update is small. */
   packed: Buffer;
+  /** The store the version belongs to (ObjectStore.id()). */
+  store_id: string;
 }
 
 export interface NodeSyncStatus {
@@ -70,7 +74,8 @@ export interface NodeSyncConfig {
   log?: (message: string) => void;
 }
 
-export type NodeSyncCall = ServerDuplexStream<NodeRequest, EncodedUpdate>;
+/** The stream of one agent (push/node-stream.ts). */
+export type NodeSyncCall = NodeStream;
 
 interface Change {
   revision: number;
@@ -149,6 +154,7 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
   // Deltas by base version, for the current version only (cleared at each publish).
   let shared = new Map<string, SharedUpdate>();
   let lastSnapshot: { update: SharedUpdate; builtAt: number } | undefined;
+  let storeField: Buffer = Buffer.alloc(0);
   let largeInFlight = 0;
   const waiting = new Set<Agent>();
   // Each stored object is encoded once, whatever the number of agents (objects are immutable).
@@ -260,7 +266,7 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
         pump();
       };
     }
-    call.write([headFields(String(s.version), nonce), s.body, ...own]);
+    call.write([headFields(String(s.version), nonce), storeField, s.body, ...own]);
   }
 
   /** Counted per update, added to the metric once per turn (a label lookup per agent adds up). */
@@ -329,6 +335,7 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
       // publish history, so agents that saw those versions resume with a delta.
       version = store.revision();
       floor = store.historyStart();
+      storeField = storeIdField(store.id());
       let backlog: WatchEvent[] = [];
       let loading = true;
       cancelWatch = store.watch(floor, (events) => (loading ? backlog.push(...events) : onEvents(events)));
@@ -375,9 +382,11 @@ export function createNodeSync(config: NodeSyncConfig, deps: { store: ObjectStor
           agent.syncing = true;
           agent.inflight = undefined;
           agent.nacked = undefined;
-          // Resume: the agent says what it holds; a delta from there, or a full snapshot.
+          // Resume: the agent says what it holds; a delta from there when it came from this very
+          // store (another store's versions mean nothing here), else a full snapshot.
           const resume = Number(req.resume_version);
-          agent.acked = req.resume_version !== '' && Number.isInteger(resume) && resume > 0 && resume <= version ? resume : undefined;
+          const sameStore = req.store_id === store.id();
+          agent.acked = sameStore && req.resume_version !== '' && Number.isInteger(resume) && resume > 0 && resume <= version ? resume : undefined;
           send(agent);
           return;
         }

@@ -69,6 +69,11 @@ export function headFields(version: string, nonce: string): Buffer {
   return fields([1, version], [2, nonce]);
 }
 
+/** store_id (8): the store the versions belong to (the same for every update of a service). */
+export function storeIdField(storeId: string): Buffer {
+  return fields([8, storeId]);
+}
+
 /** full (3) and base_version (4); a delta's `full` is the default (false) and is left out. */
 export function kindFields(full: boolean, baseVersion: string): Buffer {
   const base = baseVersion === '' ? Buffer.alloc(0) : fields([4, baseVersion]);
@@ -110,8 +115,55 @@ export function readHead(buf: Buffer): { version: string; nonce: string } {
   return { version, nonce };
 }
 
-/** The NodeSync service definition with a response serializer that writes pre-encoded parts. */
+/** NodeRequest fields read by hand: node, resume_version, version, response_nonce, error_detail (all strings). */
+const REQUEST_FIELDS = ['', 'node', 'resume_version', 'version', 'response_nonce', 'error_detail'] as const;
+
+/**
+ * A NodeRequest decoder for the ACK path: the string fields 1–5 by hand, over the schema's
+ * defaults; a message with any other field goes to `full` (the generated decoder), so fields added
+ * to the schema still arrive. An ACK costs a few string slices instead of a reflective decode.
+ */
+export function requestDecoder(full: (buf: Buffer) => object): (buf: Buffer) => object {
+  const defaults = full(Buffer.alloc(0));
+  return (buf) => {
+    const out: Record<string, unknown> = { ...defaults };
+    let at = 0;
+    const varint = () => {
+      let n = 0;
+      let mul = 1;
+      for (;;) {
+        if (at >= buf.length) return -1;
+        const b = buf[at++];
+        n += (b & 0x7f) * mul;
+        if (b < 0x80) return n;
+        mul *= 128;
+      }
+    };
+    while (at < buf.length) {
+      const tag = varint();
+      const field = tag >> 3;
+      if ((tag & 7) !== LEN || field < 1 || field >= REQUEST_FIELDS.length) return full(buf);
+      const len = varint();
+      if (len < 0 || at + len > buf.length) return full(buf);
+      out[REQUEST_FIELDS[field]] = buf.toString('utf8', at, at + len);
+      at += len;
+    }
+    return out;
+  };
+}
+
+/**
+ * The NodeSync service definition with a response serializer that writes pre-encoded parts and the
+ * hand decoder for requests.
+ */
 export function preEncodedService(def: ServiceDefinition): ServiceDefinition {
   const stream = def.Stream;
-  return { ...def, Stream: { ...stream, responseSerialize: (parts: EncodedUpdate) => (parts.length === 1 ? parts[0] : Buffer.concat(parts)) } };
+  return {
+    ...def,
+    Stream: {
+      ...stream,
+      requestDeserialize: requestDecoder(stream.requestDeserialize as (buf: Buffer) => object),
+      responseSerialize: (parts: EncodedUpdate) => (parts.length === 1 ? parts[0] : Buffer.concat(parts)),
+    },
+  };
 }
