@@ -43,8 +43,8 @@ interface BatchReport { batch?: number; errors?: { seq: number; errno: number }[
 
 /**
  * Sends the batches in order (each one transaction); rejects naming the set and errno the kernel
- * refused. Each batch is encoded after the previous one was written, so a helper that fails early
- * stops the encoding, and the kernel can load one batch while the next is encoded.
+ * refused. Each batch is encoded after the previous one was handed to the helper, so a helper that
+ * fails early stops the encoding, and the kernel loads one batch while the next is encoded.
  */
 export function sendNftBatches(helper: string, batches: NftBatches, opts: { netns?: string; timeoutMs?: number } = {}): Promise<void> {
   const where = opts.netns ? ` in netns ${opts.netns}` : '';
@@ -72,13 +72,14 @@ export function sendNftBatches(helper: string, batches: NftBatches, opts: { netn
       resolve();
     });
     child.stdin.on('error', () => undefined);
+    const exited = new Promise<void>((r) => child.once('close', () => r()));
     const feed = async (): Promise<void> => {
       for (const b of batches.batches) {
         if (child.exitCode !== null || child.signalCode !== null) break;
-        child.stdin.write(b);
         sent++;
-        // A turn of the event loop lets the socket take what it can of the batch before the next one is encoded.
-        await new Promise<void>((r) => setImmediate(r));
+        // Until the socket has taken the whole batch, the helper cannot send it: wait for that, so
+        // the kernel loads this batch while the next one is encoded (encoding blocks the loop).
+        if (!child.stdin.write(b)) await Promise.race([new Promise<void>((r) => child.stdin.once('drain', () => r())), exited]);
       }
       child.stdin.end();
     };
