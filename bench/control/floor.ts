@@ -7,7 +7,8 @@
 // and message over gRPC mTLS: every round sends one 1,200-byte message to every connection and
 // waits for all ACKs, served as grpc-js's ServerDuplexStream (with and without channelz) and as the
 // control service serves node streams (push/node-stream.ts, channelz off).
-//   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000] [--rounds 200]
+// `--server-options JSON` adds grpc-js server options to every gRPC step (e.g. '{"grpc-node.max_session_memory":1}').
+//   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000] [--rounds 200] [--server-options JSON]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
@@ -26,6 +27,8 @@ type Layer = (typeof LAYERS)[number];
 /** How the gRPC server serves the stream (CPU rounds). */
 const PATHS = ['duplex', 'duplex-no-channelz', 'node-stream-no-channelz'] as const;
 type StreamPath = (typeof PATHS)[number];
+/** `--server-options`, handed to the fresh process of every step through its environment. */
+const SERVER_OPTIONS_ENV = 'WEFT_BENCH_FLOOR_SERVER_OPTIONS';
 
 interface Pki {
   caPem: string;
@@ -71,6 +74,7 @@ async function serve(layer: Layer, pki: Pki, path: StreamPath = 'duplex'): Promi
     call.on('data', () => (c.acked ? c.acked() : call.write([Buffer.from('ok')])));
   };
   const server = new Server({
+    ...(JSON.parse(process.env[SERVER_OPTIONS_ENV] ?? '{}') as object),
     ...(path === 'duplex' ? {} : { 'grpc.enable_channelz': 0 }),
     ...(path === 'node-stream-no-channelz' ? { interceptors: [nodeStreamInterceptor(METHOD.path, accept)] } : {}),
   });
@@ -203,6 +207,8 @@ export async function runFloor(argv: string[]): Promise<void> {
   const n = arg('connections', 300);
   const messageBytes = arg('message-bytes', 2_000_000);
   const rounds = arg('rounds', 200);
+  const serverOptions = argv.includes('--server-options') ? argv[argv.indexOf('--server-options') + 1] : undefined;
+  if (serverOptions !== undefined) process.env[SERVER_OPTIONS_ENV] = JSON.stringify(JSON.parse(serverOptions));
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-floor-'));
   try {
     const ca = await openCertificateAuthority(join(dir, 'pki'), ['127.0.0.1']);
@@ -218,11 +224,13 @@ export async function runFloor(argv: string[]): Promise<void> {
     const result = {
       note: 'memory: KiB per idle connection in the server process (after GC); cpu: server CPU per agent per 1,200-byte message + its ACK; each step in a fresh process, clients in a child process on the same host',
       malloc: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_'))),
+      serverOptions: serverOptions === undefined ? undefined : JSON.parse(serverOptions),
       memory,
       cpu,
     };
-    mkdirSync('bench/results', { recursive: true });
-    writeFileSync('bench/results/control-floor.json', `${JSON.stringify(result, null, 2)}\n`);
+    const out = argv.includes('--out') ? argv[argv.indexOf('--out') + 1] : 'bench/results';
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'control-floor.json'), `${JSON.stringify(result, null, 2)}\n`);
     console.table(memory);
     console.table(cpu);
   } finally {

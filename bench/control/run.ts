@@ -5,11 +5,12 @@
 // after the agents are idle, minus before they connected but after one warm-up agent synced, over
 // A). Every phase has a deadline.
 //   node bench/run.mjs control [--agents 1000] [--procs 4] [--services 10000] [--endpoints 10]
-//                              [--changes 30] [--per-connection 1] [--large-writes 4]
+//                              [--changes 30] [--warmup-changes 10] [--per-connection 1] [--large-writes 4]
 //                              [--profile FILE]  (a V8 CPU profile of this process over the change phase)
+//                              [--heap-profile FILE]  (a sampling heap profile of the same phase, collected objects included)
 //   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000]   (floor.ts)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -32,6 +33,8 @@ const arg = (name: string, def: number) => Number(flag(name) ?? def);
 
 const ip = (n: number) => `10.${100 + ((n >> 16) & 0xff)}.${(n >> 8) & 0xff}.${n & 0xff}`;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+/** CPU time of this process's main (JavaScript) thread; the rest of its CPU is V8's garbage collector and compiler threads (and libuv's pool). */
+const mainThreadCpuMs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
 const deadline = (ms: number, what: string) => new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`bench phase "${what}" exceeded ${ms} ms`)), ms).unref());
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -56,6 +59,9 @@ async function main(): Promise<void> {
   const SERVICES = arg('services', 10_000);
   const ENDPOINTS = arg('endpoints', 10);
   const CHANGES = arg('changes', 30);
+  // Changes applied before the measured ones: the first changes after the initial sync run while V8
+  // still compiles the change path (and collects what the sync left); reported apart, as cold.
+  const WARMUP_CHANGES = arg('warmup-changes', 10);
   const PER_CONNECTION = arg('per-connection', 1);
   const LARGE_WRITES = arg('large-writes', 4);
   setFlagsFromString('--expose-gc');
@@ -101,7 +107,8 @@ async function main(): Promise<void> {
       });
     const agentCpuMs = async () => (await Promise.all(children.map(cpuOf))).reduce((a, b) => a + b, 0);
     const syncMs: number[] = [];
-    const reached = new Map<number, number[]>();
+    // Per written version: called with each agent process's time of its last agent's ACK.
+    const reached = new Map<number, (at: number) => void>();
     const agentProcessRssMiB: number[] = [];
     /** Starts a process of `n` simulated agents from bench-<first>; resolves when all have their first update. */
     const startAgents = (first: number, n: number, measured: boolean) => {
@@ -119,7 +126,7 @@ async function main(): Promise<void> {
             if (measured) agentProcessRssMiB.push(m.rssMiB!);
             resolve();
           }
-          if (m.reached !== undefined) reached.get(m.reached)?.push(m.at!);
+          if (m.reached !== undefined) reached.get(m.reached)?.(m.at!);
         });
       });
     };
@@ -134,7 +141,7 @@ async function main(): Promise<void> {
     // a small change every second lets synced simulated agents drop their snapshot (a cluster
     // under sync sees changes anyway); without it 1,000 idle agents would hold 1,000 snapshots.
     let tickles = 0;
-    const tickle = setInterval(() => void change(CHANGES + ++tickles).catch(() => {}), 1000);
+    const tickle = setInterval(() => void change(WARMUP_CHANGES + CHANGES + ++tickles).catch(() => {}), 1000);
     let peakRss = before.rss;
     const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
     const tSync = performance.now();
@@ -153,6 +160,24 @@ async function main(): Promise<void> {
 
     // One endpoint change at a time: latency = Apply sent → the last agent ACKed a version that
     // contains it (clocks: every process's performance.timeOrigin + now(), same host).
+    const changeToAllAcked = async (c: number): Promise<number> => {
+      const start = performance.timeOrigin + performance.now();
+      const res = await change(c);
+      const version = Number((JSON.parse(res.results[0].json.toString()) as ClusterObject).metadata.resourceVersion);
+      const ats: number[] = [];
+      // Resolved by the agents' reports (no polling: this process's CPU is what is measured).
+      const all = new Promise<void>((resolve) =>
+        reached.set(version, (at) => {
+          if (ats.push(at) === children.length) resolve();
+        }),
+      );
+      for (const child of children) child.stdin!.write(`${JSON.stringify({ wait: version })}\n`);
+      await Promise.race([deadline(30_000, 'change propagation'), all]);
+      await sleep(50);
+      return Math.max(...ats) - start;
+    };
+    const cold: number[] = [];
+    for (let c = 0; c < WARMUP_CHANGES; c++) cold.push(await changeToAllAcked(c));
     const latencies: number[] = [];
     const profileFile = flag('profile');
     const profiler = profileFile ? new Session() : undefined;
@@ -162,27 +187,27 @@ async function main(): Promise<void> {
       await profiler.post('Profiler.setSamplingInterval', { interval: 100 });
       await profiler.post('Profiler.start');
     }
+    const heapProfileFile = flag('heap-profile');
+    const heapProfiler = heapProfileFile ? new Session() : undefined;
+    if (heapProfiler) {
+      heapProfiler.connect();
+      await heapProfiler.post('HeapProfiler.enable');
+      // Every allocation counts, not only what survives: garbage per change is what the collector pays for.
+      await heapProfiler.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    }
     const agentCpuBefore = await agentCpuMs();
     const cpuBefore = process.cpuUsage();
-    for (let c = 0; c < CHANGES; c++) {
-      const start = performance.timeOrigin + performance.now();
-      const res = await change(c);
-      const version = Number((JSON.parse(res.results[0].json.toString()) as ClusterObject).metadata.resourceVersion);
-      const ats: number[] = [];
-      reached.set(version, ats);
-      for (const child of children) child.stdin!.write(`${JSON.stringify({ wait: version })}\n`);
-      await Promise.race([
-        deadline(30_000, 'change propagation'),
-        (async () => {
-          while (ats.length < children.length) await sleep(1);
-        })(),
-      ]);
-      latencies.push(Math.max(...ats) - start);
-      await sleep(50);
-    }
+    const mainCpuBefore = mainThreadCpuMs();
+    for (let c = 0; c < CHANGES; c++) latencies.push(await changeToAllAcked(WARMUP_CHANGES + c));
     // The control service's own CPU per change (user + system), pauses between changes included.
     const cpu = process.cpuUsage(cpuBefore);
+    const mainCpu = mainThreadCpuMs() - mainCpuBefore;
     const agentCpuPerChange = ((await agentCpuMs()) - agentCpuBefore) / CHANGES;
+    if (heapProfiler) {
+      const { profile } = await heapProfiler.post('HeapProfiler.stopSampling');
+      writeFileSync(heapProfileFile!, JSON.stringify(profile));
+      heapProfiler.disconnect();
+    }
     if (profiler) {
       const { profile } = await profiler.post('Profiler.stop');
       writeFileSync(profileFile!, JSON.stringify(profile));
@@ -191,13 +216,15 @@ async function main(): Promise<void> {
     admin.close();
 
     const result = {
-      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
+      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
       targets: TARGETS,
       storeLoadMs: Math.round(loadMs),
       initialSyncMsPerAgent: { p50: Math.round(pct(syncMs, 50)), p99: Math.round(pct(syncMs, 99)), max: Math.round(Math.max(...syncMs)) },
       allAgentsSyncedMs: Math.round(allSyncedMs),
       changeToAllAckedMs: { p50: +pct(latencies, 50).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +Math.max(...latencies).toFixed(1) },
+      coldChangeToAllAckedMs: cold.length ? { p50: +pct(cold, 50).toFixed(1), max: +Math.max(...cold).toFixed(1) } : undefined,
       serverCpuMsPerChange: +((cpu.user + cpu.system) / 1000 / CHANGES).toFixed(1),
+      serverMainThreadCpuMsPerChange: +(mainCpu / CHANGES).toFixed(1),
       agentProcessesCpuMsPerChange: +agentCpuPerChange.toFixed(1),
       memoryPerIdleAgentKiB: {
         rss: +((idle.rss - before.rss) / 1024 / AGENTS).toFixed(1),
@@ -211,8 +238,10 @@ async function main(): Promise<void> {
       agentProcessRssMiB,
       note: 'latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
     };
-    mkdirSync('bench/results', { recursive: true });
-    writeFileSync('bench/results/control.json', `${JSON.stringify(result, null, 2)}\n`);
+    // --out DIR keeps trial runs away from the committed results.
+    const out = flag('out') ?? 'bench/results';
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'control.json'), `${JSON.stringify(result, null, 2)}\n`);
     console.log(JSON.stringify(result, null, 2));
     const ok = (v: number, t: number) => (v <= t ? 'ok' : 'MISSED');
     console.table([
@@ -220,7 +249,9 @@ async function main(): Promise<void> {
       { figure: 'all agents synced (ms)', value: result.allAgentsSyncedMs, target: '—' },
       { figure: 'change → all ACKed p50 (ms)', value: result.changeToAllAckedMs.p50, target: '—' },
       { figure: 'change → all ACKed p99 (ms)', value: result.changeToAllAckedMs.p99, target: `≤ ${TARGETS.changeToAllAckedP99Ms} ${ok(result.changeToAllAckedMs.p99, TARGETS.changeToAllAckedP99Ms)}` },
+      { figure: 'first changes after the sync p50 / max (ms)', value: result.coldChangeToAllAckedMs ? `${result.coldChangeToAllAckedMs.p50} / ${result.coldChangeToAllAckedMs.max}` : '—', target: '—' },
       { figure: 'control service CPU per change (ms)', value: result.serverCpuMsPerChange, target: '—' },
+      { figure: '… of it on the main thread (ms)', value: result.serverMainThreadCpuMsPerChange, target: '—' },
       { figure: 'agent processes CPU per change (ms)', value: result.agentProcessesCpuMsPerChange, target: '—' },
       { figure: 'RSS per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.rss, target: `≤ ${TARGETS.memoryPerIdleAgentKiB} ${ok(result.memoryPerIdleAgentKiB.rss, TARGETS.memoryPerIdleAgentKiB)}` },
       { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
