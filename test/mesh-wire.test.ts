@@ -31,6 +31,9 @@ describe('NodeUpdate wire parts', () => {
       ['Pod', 'Pod/default/p', 300_000],
     ]);
     expect(readHead(Buffer.concat(parts))).toEqual({ version: '1234', nonce: 'n0nce' });
+    // Cut anywhere, the head reader stops at the end instead of reading past it.
+    const head = headFields('1234', 'n0nce');
+    for (let n = 0; n < head.length; n++) expect(readHead(head.subarray(0, n)).version).toMatch(/^(|1234)$/);
   });
 
   it('compresses large item lists into `packed`, leaving small ones as they are', () => {

@@ -10,6 +10,7 @@ import { nftFullScript, renderNftables } from '../proxy/nftables/render.ts';
 import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
 import type { Service } from '../mesh-control/model/types.ts';
 import { createNetns, netnsSkipReason, type Netns } from './helpers/netns.ts';
+import { nodeNamespace } from './helpers/proxy-node.ts';
 import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
 
 const skip = netnsSkipReason();
@@ -57,20 +58,8 @@ describe.skipIf(skip)(`nftables full sync over netlink in wt- namespaces${skip ?
   let b: Netns | undefined;
   let server: ChildProcess | undefined;
   beforeAll(async () => {
-    a = await createNetns('nl');
+    ({ ns: a, server } = await nodeNamespace('nl'));
     b = await createNetns('nlref');
-    await a.ip('link', 'add', 'wtv0', 'type', 'veth', 'peer', 'name', 'wtv1');
-    await a.ip('addr', 'add', `${TEST_NODE_IP}/24`, 'dev', 'wtv0');
-    await a.ip('link', 'set', 'wtv0', 'up');
-    await a.ip('link', 'set', 'wtv1', 'up');
-    await a.ip('route', 'add', '172.30.0.0/16', 'dev', 'wtv0');
-    await a.ip('addr', 'add', '10.180.0.1/32', 'dev', 'lo');
-    server = spawn('ip', ['netns', 'exec', a.name, process.execPath, '-e',
-      "require('net').createServer((s)=>s.end('ok')).listen(80,'10.180.0.1',()=>console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('server did not start in 10 s')), 10_000);
-      server!.stdout?.once('data', () => { clearTimeout(t); resolve(); });
-    });
   }, 30_000);
   afterAll(async () => {
     server?.kill();

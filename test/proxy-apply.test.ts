@@ -1,6 +1,6 @@
 // Kernel tests for the appliers: rulesets are applied inside throwaway `wt-` namespaces, read back,
 // and exercised with a real TCP connection through the ClusterIP. Never touches the host namespace.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
 import { iptablesRestoreFull, iptablesRestorePartial, renderIptables } from '../proxy/iptables/render.ts';
@@ -12,7 +12,8 @@ import { hash16 } from '../proxy/iptables/chain-names.ts';
 import { hashName, nftFullScript, nftIncrementalScript, renderNftables } from '../proxy/nftables/render.ts';
 import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
 import type { Service } from '../mesh-control/model/types.ts';
-import { createNetns, netnsSkipReason, type Netns } from './helpers/netns.ts';
+import { netnsSkipReason, type Netns } from './helpers/netns.ts';
+import { nodeNamespace } from './helpers/proxy-node.ts';
 import { makeService, makeSlice, node, TEST_CLUSTER_CIDR, TEST_NODE, TEST_NODE_IP } from './helpers/proxy-fixtures.ts';
 
 const skip = netnsSkipReason();
@@ -28,7 +29,6 @@ function state(endpoints: string[]) {
   return buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR });
 }
 
-/** A node namespace: a veth pair carrying the node IP and the service range, and an "endpoint" address on lo serving TCP 80. */
 /** One service of every shape, with `endpoints` spread over this node and another. */
 function shapes(endpoints: string[]) {
   const np = (port: number) => [{ ...p80[0], nodePort: port }];
@@ -40,28 +40,6 @@ function shapes(endpoints: string[]) {
   ];
   const slices = ['np', 'etp', 'itp', 'aff'].map((name) => makeSlice('ns2', name, endpoints.map((ip, i) => ({ addresses: [ip], nodeName: i % 2 === 0 ? TEST_NODE : 'other' }))));
   return buildProxyState({ services, endpointSlices: slices, node: node(), nodeIPs: [TEST_NODE_IP], clusterCIDR: TEST_CLUSTER_CIDR });
-}
-
-async function nodeNamespace(label: string): Promise<{ ns: Netns; server: ChildProcess }> {
-  const ns = await createNetns(label);
-  try {
-    await ns.ip('link', 'add', 'wtv0', 'type', 'veth', 'peer', 'name', 'wtv1');
-    await ns.ip('addr', 'add', `${TEST_NODE_IP}/24`, 'dev', 'wtv0');
-    await ns.ip('link', 'set', 'wtv0', 'up');
-    await ns.ip('link', 'set', 'wtv1', 'up');
-    await ns.ip('route', 'add', '172.30.0.0/16', 'dev', 'wtv0');
-    await ns.ip('addr', 'add', '10.180.0.1/32', 'dev', 'lo');
-    const server = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e',
-      "require('net').createServer((s)=>s.end('ok')).listen(80,'10.180.0.1',()=>console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('server did not start in 10 s')), 10_000);
-      server.stdout?.once('data', () => { clearTimeout(t); resolve(); });
-    });
-    return { ns, server };
-  } catch (err) {
-    await ns.remove();
-    throw err;
-  }
 }
 
 /** Connects from inside the namespace; "ok" on success, else the error code. */

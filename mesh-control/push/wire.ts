@@ -87,30 +87,40 @@ export function kindFields(full: boolean, baseVersion: string): Buffer {
  * Version and nonce of an encoded NodeUpdate, without decoding its resources (simulated agents in
  * the benchmark ACK without paying for a decode a real agent does anyway).
  */
+/** A cursor over protobuf wire bytes: `varint()` is -1 past the end. */
+function wireReader(buf: Buffer) {
+  const r = {
+    at: 0,
+    varint(): number {
+      let n = 0;
+      let mul = 1;
+      for (;;) {
+        if (r.at >= buf.length) return -1;
+        const b = buf[r.at++];
+        n += (b & 0x7f) * mul;
+        if (b < 0x80) return n;
+        mul *= 128;
+      }
+    },
+  };
+  return r;
+}
+
 export function readHead(buf: Buffer): { version: string; nonce: string } {
   let version = '';
   let nonce = '';
-  let at = 0;
-  const varint = () => {
-    let n = 0;
-    let mul = 1;
-    for (;;) {
-      const b = buf[at++];
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-      mul *= 128;
-    }
-  };
-  while (at < buf.length) {
-    const tag = varint();
+  const r = wireReader(buf);
+  while (r.at < buf.length) {
+    const tag = r.varint();
     if ((tag & 7) === VARINT) {
-      varint();
+      r.varint();
       continue;
     }
-    const len = varint();
-    if (tag >> 3 === 1) version = buf.toString('utf8', at, at + len);
-    else if (tag >> 3 === 2) nonce = buf.toString('utf8', at, at + len);
-    at += len;
+    const len = r.varint();
+    if (len < 0 || r.at + len > buf.length) break;
+    if (tag >> 3 === 1) version = buf.toString('utf8', r.at, r.at + len);
+    else if (tag >> 3 === 2) nonce = buf.toString('utf8', r.at, r.at + len);
+    r.at += len;
   }
   return { version, nonce };
 }
@@ -127,26 +137,15 @@ export function requestDecoder(full: (buf: Buffer) => object): (buf: Buffer) => 
   const defaults = full(Buffer.alloc(0));
   return (buf) => {
     const out: Record<string, unknown> = { ...defaults };
-    let at = 0;
-    const varint = () => {
-      let n = 0;
-      let mul = 1;
-      for (;;) {
-        if (at >= buf.length) return -1;
-        const b = buf[at++];
-        n += (b & 0x7f) * mul;
-        if (b < 0x80) return n;
-        mul *= 128;
-      }
-    };
-    while (at < buf.length) {
-      const tag = varint();
+    const r = wireReader(buf);
+    while (r.at < buf.length) {
+      const tag = r.varint();
       const field = tag >> 3;
-      if ((tag & 7) !== LEN || field < 1 || field >= REQUEST_FIELDS.length) return full(buf);
-      const len = varint();
-      if (len < 0 || at + len > buf.length) return full(buf);
-      out[REQUEST_FIELDS[field]] = buf.toString('utf8', at, at + len);
-      at += len;
+      if (tag < 0 || (tag & 7) !== LEN || field < 1 || field >= REQUEST_FIELDS.length) return full(buf);
+      const len = r.varint();
+      if (len < 0 || r.at + len > buf.length) return full(buf);
+      out[REQUEST_FIELDS[field]] = buf.toString('utf8', r.at, r.at + len);
+      r.at += len;
     }
     return out;
   };
