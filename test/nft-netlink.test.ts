@@ -8,6 +8,7 @@ import { buildProxyState } from '../proxy/model/build-proxy-state.ts';
 import { createNftablesDataplane } from '../proxy/agent/nftables-dataplane.ts';
 import { nftFullScript, renderNftables } from '../proxy/nftables/render.ts';
 import { nftApply, nftListTable } from '../proxy/nftables/apply.ts';
+import { ProxyError } from '../proxy/errors.ts';
 import type { Service } from '../mesh-control/model/types.ts';
 import { createNetns, netnsSkipReason, type Netns } from './helpers/netns.ts';
 import { nodeNamespace } from './helpers/proxy-node.ts';
@@ -173,6 +174,24 @@ describe.skipIf(skip)(`nftables full sync over netlink in wt- namespaces${skip ?
       await nftApply(nftFullScript(renderNftables(state, { ...OPTIONS, generation: 'a' })), { netns: b!.name });
       return nftListTable('weft', { netns: b!.name });
     })()));
+    await dp.cleanup();
+  }, 60_000);
+
+  it('keeps the fast path when the kernel refused one load: that sync replaces the table, the next loads over netlink again', async () => {
+    const logs: string[] = [];
+    let sends = 0;
+    const dp = createNftablesDataplane({ ...OPTIONS, netns: a!.name }, {
+      log: (m) => logs.push(m),
+      sendBatches: async () => {
+        if (++sends === 1) throw new ProxyError('WEFT_PROXY_APPLY_FAILED', 'failed to add elements to set service-ips-a: ENOENT (2)');
+      },
+    });
+    const state = cluster(['10.180.0.1', '10.180.0.2'], 5);
+    await dp.sync(state, true);
+    expect(await connectsTo(a!.name, '172.30.0.41')).toBe(true);
+    await dp.sync(state, true);
+    expect(sends).toBe(2);
+    expect(logs).toEqual([expect.stringMatching(/^netlink full sync failed \(failed to add elements to set service-ips-a: ENOENT \(2\)\): replacing the table with nft -f$/)]);
     await dp.cleanup();
   }, 60_000);
 });

@@ -3,6 +3,7 @@
 // (proxy/nftables/netlink/: nft's text parser costs ~10 µs per element) as a new generation of the
 // sets and maps beside the live one, then switches to it in one small `nft -f` transaction; when
 // the netlink helper cannot be built or fails, full syncs fall back to one `nft -f` replacing the table.
+import { ProxyError } from '../errors.ts';
 import { runCommand } from '../run-command.ts';
 import { nftApply } from '../nftables/apply.ts';
 import { encodeElementBatches, type NftBatches } from '../nftables/netlink/encode.ts';
@@ -104,6 +105,9 @@ export function createNftablesDataplane(config: NftablesDataplaneConfig, deps: N
     try {
       await send({ ...encoded, batches: batches() });
     } catch (err) {
+      // The kernel refusing elements (a table changed behind the agent's back) costs this sync its
+      // fast path; a helper that cannot run costs every later one.
+      if (err instanceof ProxyError && err.code === 'WEFT_PROXY_APPLY_FAILED') throw err;
       disableNetlink((err as Error).message);
       return undefined;
     }
