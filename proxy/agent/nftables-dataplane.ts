@@ -45,6 +45,9 @@ export function createNftablesDataplane(config: NftablesDataplaneConfig, deps: N
   const log = deps.log ?? ((m: string) => process.stderr.write(`weft agent: ${m}\n`));
   let send: SendBatches | undefined = deps.sendBatches;
   let netlink = config.netlink !== false;
+  // Compiled (once per install) while the agent gets its first state, not during its first sync.
+  const helper = netlink && !send ? buildNftBatchHelper() : undefined;
+  helper?.catch(() => undefined);
   const cache = createNftRenderCache();
   let previous: NftRuleset | undefined;
   let counts: NftElementCounts = new Map();
@@ -77,8 +80,8 @@ export function createNftablesDataplane(config: NftablesDataplaneConfig, deps: N
   const netlinkFullSync = async (ruleset: NftRuleset, live: NftObjectNames, whileStaging: () => void): Promise<number | undefined> => {
     if (!send) {
       try {
-        const helper = await buildNftBatchHelper();
-        send = (batches) => sendNftBatches(helper, batches, { netns: config.netns });
+        const binary = await (helper as Promise<string>);
+        send = (batches) => sendNftBatches(binary, batches, { netns: config.netns });
       } catch (err) {
         disableNetlink((err as Error).message);
         return undefined;
