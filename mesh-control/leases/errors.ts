@@ -48,6 +48,8 @@ const templates: { [C in LeaseErrorCode]: (p: Templates[C]) => string } = {
 export class LeaseError extends Error {
   override readonly name = 'LeaseError';
   readonly code: LeaseErrorCode;
+  /** Set when an etcd watch was refused because its start revision is compacted: the oldest one etcd keeps. */
+  compactRevision?: number;
 
   constructor(code: LeaseErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -45,8 +45,9 @@ export interface EtcdClient {
   watchPrefix(prefix: string, startRevision: number, onChange: (revision: number) => void, onEnd: (err?: Error) => void): () => void;
   /**
    * As watchPrefix, with the events themselves (O(1) per change for the watcher). A start revision
-   * already compacted ends the stream with a WEFT_LEASE_ETCD_REQUEST error naming
-   * `compact_revision`: the watcher relists and watches from the revision of that read.
+   * already compacted ends the stream with a WEFT_LEASE_ETCD_REQUEST error whose
+   * `compactRevision` is the oldest revision etcd keeps: the watcher relists and watches from the
+   * revision of that read, or starts its history there.
    */
   watchEvents(prefix: string, startRevision: number, onBatch: (batch: EtcdWatchBatch) => void, onEnd: (err?: Error) => void): () => void;
   close(): void;
@@ -225,7 +226,7 @@ export function createEtcdClient(opts: EtcdClientOptions): EtcdClient {
             const line = buffered.slice(0, nl).trim();
             buffered = buffered.slice(nl + 1);
             if (!line) continue;
-            let msg: { result?: { header?: { revision?: string }; events?: { type?: string; kv?: RawKv }[]; canceled?: boolean }; error?: unknown };
+            let msg: { result?: { header?: { revision?: string }; events?: { type?: string; kv?: RawKv }[]; canceled?: boolean; compact_revision?: string }; error?: unknown };
             try {
               msg = JSON.parse(line) as typeof msg;
             } catch (err) {
@@ -233,7 +234,10 @@ export function createEtcdClient(opts: EtcdClientOptions): EtcdClient {
               return;
             }
             if (msg.error || msg.result?.canceled) {
-              end(leaseError('WEFT_LEASE_ETCD_REQUEST', { verb: `watch ${prefix}`, endpoint: url.origin, cause: JSON.stringify(msg.error ?? msg.result) }));
+              const err = leaseError('WEFT_LEASE_ETCD_REQUEST', { verb: `watch ${prefix}`, endpoint: url.origin, cause: JSON.stringify(msg.error ?? msg.result) });
+              const compacted = Number(msg.result?.compact_revision ?? 0);
+              if (compacted > 0) err.compactRevision = compacted;
+              end(err);
               return;
             }
             const events = msg.result?.events;

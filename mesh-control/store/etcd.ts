@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createEtcdClient, type EtcdClient, type EtcdWatchBatch } from '../leases/etcd-client.ts';
+import { isLeaseError } from '../leases/errors.ts';
 import { ControlError, causeText } from '../errors.ts';
 import { objectKey } from '../model/objects.ts';
 import { API_VERSIONS, type ClusterObject, type Kind } from '../model/types.ts';
@@ -163,8 +164,8 @@ export function createEtcdStore(config: EtcdStoreConfig): ObjectStore {
         clearTimeout(timer);
         cancel();
         if (!err) return resolve({ historyStart: from, events });
-        const compacted = /"compact_revision":"?(\d+)/.exec(err.message);
-        if (compacted && Number(compacted[1]) - 1 > from) resolve(readHistory(Number(compacted[1]) - 1, to));
+        const compacted = isLeaseError(err) ? err.compactRevision : undefined;
+        if (compacted !== undefined && compacted - 1 > from) resolve(readHistory(compacted - 1, to));
         else reject(err);
       };
       const timer = setTimeout(() => finish(new Error(`history (${from}, ${to}] not read within ${config.timeoutMs ?? 5000} ms`)), config.timeoutMs ?? 5000);
