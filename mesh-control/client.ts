@@ -13,7 +13,7 @@ export interface Credentials {
 }
 
 /** The TLS server name sent when the server is dialed by IP (any name: the IP is what is verified). */
-const IP_TARGET_SERVER_NAME = 'weft-control';
+export const IP_TARGET_SERVER_NAME = 'weft-control';
 
 /** The socket path of a `unix:/path` address (grpc-js binds and dials those), else undefined. */
 export function unixSocketPath(address: string): string | undefined {

@@ -2,7 +2,7 @@
 // mTLS with the service's own CA, and the operations endpoint (/healthz, /readyz, /metrics).
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { join } from 'node:path';
-import { Server, experimental, type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, experimental, type Metadata, type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { ControlError, toGrpcError } from './errors.ts';
 import { createAdmission } from './api/admission.ts';
 import { createControllers } from './controllers/run.ts';
@@ -19,6 +19,7 @@ import { openStore } from './store/index.ts';
 import { resolveKind } from './kinds.ts';
 import { DEFAULT_LISTEN, splitHostPort, writeClientConfig } from './client-config.ts';
 import { unixSocketPath } from './client.ts';
+import { CLIENT_CERT_HEADER, prepareFrontDir, startHaproxyFront, type HaproxyFront } from './front/haproxy.ts';
 
 export interface ControlServerConfig {
   /** gRPC HOST:PORT (default 127.0.0.1:7443; port 0 picks one) or unix:/path. */
@@ -39,14 +40,24 @@ export interface ControlServerConfig {
   debounceMs?: number;
   /** Snapshot-sized updates in flight at once, until ACKed (default 4). */
   largeWrites?: number;
+  /**
+   * Who terminates the agents' (and clients') mTLS: 'none' (default) this process; 'haproxy' a
+   * HAProxy it runs on the listen address, forwarding to it over a private unix socket
+   * (front/haproxy.ts).
+   */
+  front?: 'none' | 'haproxy';
+  /** The haproxy binary for front 'haproxy' (default `haproxy` on PATH). */
+  haproxyBinary?: string;
   log?: (message: string) => void;
 }
 
 export interface ControlServer {
   start(): Promise<void>;
   stop(): Promise<void>;
-  /** The bound gRPC address (HOST:PORT). */
+  /** The bound gRPC address (HOST:PORT): the front's when there is one. */
   address(): string;
+  /** The front's process id (front 'haproxy'), for benchmarks that count its memory and CPU. */
+  frontPid(): number | undefined;
   opsAddress(): string | undefined;
   ca(): CertificateAuthority;
   tokens(): JoinTokens;
@@ -60,6 +71,9 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
   if (!pkiDir) throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', 'invalid control config: --pki-dir is required with --etcd-endpoints');
   const listen = config.listen ?? DEFAULT_LISTEN;
   const socketPath = unixSocketPath(listen);
+  const frontKind = config.front ?? 'none';
+  if (frontKind !== 'none' && frontKind !== 'haproxy') throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', `invalid control config: --front must be none or haproxy, not "${String(frontKind)}"`);
+  if (frontKind === 'haproxy' && socketPath !== undefined) throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', 'invalid control config: --front haproxy needs a HOST:PORT --listen address, not a unix socket');
   // Clients of a unix socket verify the server as `localhost` (client.ts channelFor).
   const [host, port] = socketPath !== undefined ? ['localhost', 0] : splitHostPort(listen, 'listen address');
   const metrics = createControlMetrics();
@@ -76,9 +90,16 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
   let bound = '';
   let opsBound: string | undefined;
   let ready = false;
+  let front: HaproxyFront | undefined;
 
-  function identify(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): Identity {
-    return ca!.identify(call.getAuthContext().sslPeerCertificate?.raw);
+  /**
+   * The caller's certificate: its TLS peer certificate, or behind the front the one HAProxy
+   * verified and passed on (every call then arrives over the front's private socket).
+   */
+  function identify(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } }; metadata: Metadata }): Identity {
+    if (frontKind === 'none') return ca!.identify(call.getAuthContext().sslPeerCertificate?.raw);
+    const header = call.metadata.get(CLIENT_CERT_HEADER)[0];
+    return ca!.identify(typeof header === 'string' && header !== '' ? Buffer.from(header, 'base64') : undefined);
   }
 
   /** A unary handler for admins only, with errors mapped to gRPC statuses. */
@@ -206,7 +227,7 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
         addIdentityCertificateListener: (l) => queueMicrotask(() => l(identityPair)),
         removeIdentityCertificateListener: () => {},
       };
-      const creds = experimental.createCertificateProviderServerCredentials(provider, provider, false);
+      const creds = frontKind === 'none' ? experimental.createCertificateProviderServerCredentials(provider, provider, false) : ServerCredentials.createInsecure();
       const nodeSync = preEncodedService(services.NodeSync.service);
       grpc = new Server({
         'grpc.max_send_message_length': 256 * 1024 * 1024,
@@ -219,9 +240,16 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
       grpc.addService(nodeSync, {});
       grpc.addService(services.Control.service, controlImpl);
       grpc.addService(services.Bootstrap.service, bootstrapImpl);
-      const boundPort = await new Promise<number>((resolve, reject) =>
-        grpc!.bindAsync(socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
-      );
+      // Behind the front, plaintext HTTP/2 on a socket in a directory of this service's own.
+      const frontDir = join(config.dataDir ?? pkiDir, 'front');
+      const backendSocket = join(frontDir, 'control.sock');
+      if (frontKind === 'haproxy') prepareFrontDir(frontDir, backendSocket);
+      const bindTo = frontKind === 'haproxy' ? `unix:${backendSocket}` : socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`;
+      let boundPort = await new Promise<number>((resolve, reject) => grpc!.bindAsync(bindTo, creds, (err, p) => (err ? reject(err) : resolve(p))));
+      if (frontKind === 'haproxy') {
+        front = await startHaproxyFront({ host, port, dir: frontDir, caPem: ca.caPem, serverCertPem: ca.server.certPem, serverKeyPem: ca.server.keyPem, backendSocket, binary: config.haproxyBinary, log });
+        boundPort = Number(front.address().slice(front.address().lastIndexOf(':') + 1));
+      }
       bound = socketPath !== undefined ? listen : `${host}:${boundPort}`;
       if (config.adminConfigPath) {
         const adminPair = await ca.issueAdmin();
@@ -229,7 +257,7 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
         writeClientConfig(config.adminConfigPath, { server: socketPath !== undefined ? listen : `${dial}:${boundPort}`, caPem: ca.caPem, certPem: adminPair.certPem, keyPem: adminPair.keyPem });
       }
       ready = true;
-      log(`serving on ${bound}${opsBound ? `, operations on http://${opsBound}` : ''}`);
+      log(`serving on ${bound}${front ? ' (through HAProxy)' : ''}${opsBound ? `, operations on http://${opsBound}` : ''}`);
     },
     async stop() {
       ready = false;
@@ -248,11 +276,13 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
           });
         });
       }
+      await front?.stop();
       await store.stop();
       await leaseStore?.close();
       if (ops) await new Promise<void>((r) => ops!.close(() => r()));
     },
     address: () => bound,
+    frontPid: () => front?.pid(),
     opsAddress: () => opsBound,
     ca: () => ca!,
     tokens: () => tokens!,

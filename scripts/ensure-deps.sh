@@ -16,9 +16,9 @@ have ipset || need+=(ipset)
 have etcd || need+=(etcd-server)
 have cc || need+=(gcc)
 have openssl || need+=(openssl)
+have haproxy || need+=(haproxy)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 if [ "$purpose" = bench ]; then
-  have haproxy || need+=(haproxy)
   have nginx || need+=(nginx-light)
   have wrk || need+=(wrk)
 fi

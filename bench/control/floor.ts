@@ -9,6 +9,7 @@
 // control service serves node streams (push/node-stream.ts, channelz off).
 // `--server-options JSON` adds grpc-js server options to every gRPC step (e.g. '{"grpc-node.max_session_memory":1}').
 //   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000] [--rounds 200] [--server-options JSON]
+//                                      [--client-procs 4] [--client http2|grpc-js] [--only memory|cpu]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
@@ -21,9 +22,12 @@ import { runInNewContext } from 'node:vm';
 import { Client, credentials, Metadata, Server, ServerCredentials, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
 import { openCertificateAuthority } from '../../mesh-control/pki/ca.ts';
 import { nodeStreamInterceptor } from '../../mesh-control/push/node-stream.ts';
+import { openGrpcStream } from './h2-client.ts';
 
 const LAYERS = ['tcp', 'tls', 'grpc-plaintext', 'grpc-mtls'] as const;
 type Layer = (typeof LAYERS)[number];
+/** The client of the gRPC mTLS steps: grpc-js's, or Node's HTTP/2 client with the framing by hand (h2-client.ts, as the benchmark's simulated agents). */
+type ClientKind = 'http2' | 'grpc-js';
 /** How the gRPC server serves the stream (CPU rounds). */
 const PATHS = ['duplex', 'duplex-no-channelz', 'node-stream-no-channelz'] as const;
 type StreamPath = (typeof PATHS)[number];
@@ -101,7 +105,7 @@ async function serve(layer: Layer, pki: Pki, path: StreamPath = 'duplex'): Promi
 }
 
 /** Client side (a child process): N connections, each sends one message, ACKs what arrives; says "ready" when all answered. */
-function connectAll(layer: Layer, port: number, n: number, pki: Pki): void {
+function connectAll(layer: Layer, port: number, n: number, pki: Pki, clientKind: ClientKind): void {
   let answered = 0;
   const answer = () => {
     if (++answered === n) process.stdout.write('ready\n');
@@ -115,6 +119,12 @@ function connectAll(layer: Layer, port: number, n: number, pki: Pki): void {
       keep.push(s);
       continue;
     }
+    if (layer === 'grpc-mtls' && clientKind === 'http2') {
+      let received = 0;
+      const write = openGrpcStream(`127.0.0.1:${port}`, { caPem: pki.caPem, ...pki.client, servername: 'localhost' }, METHOD.path, () => (++received === 1 ? answer() : write(Buffer.from('ack'))), () => {});
+      write(Buffer.from('hello'));
+      continue;
+    }
     const creds = layer === 'grpc-plaintext' ? credentials.createInsecure() : credentials.createSsl(Buffer.from(pki.caPem), Buffer.from(pki.client.keyPem), Buffer.from(pki.client.certPem));
     const client = new Client(`127.0.0.1:${port}`, creds, { 'grpc.use_local_subchannel_pool': 1, 'grpc.ssl_target_name_override': 'localhost', 'grpc.max_receive_message_length': -1 });
     const stream = client.makeBidiStreamRequest(METHOD.path, id, id, new Metadata());
@@ -124,11 +134,16 @@ function connectAll(layer: Layer, port: number, n: number, pki: Pki): void {
     stream.write(Buffer.from('hello'));
     keep.push(client, stream);
   }
-  process.stdin.on('end', () => process.exit(0)).resume();
+  // A line on stdin asks for this process's CPU time so far (user + system, ms).
+  createInterface({ input: process.stdin }).on('line', () => {
+    const c = process.cpuUsage();
+    process.stdout.write(`${JSON.stringify({ cpuMs: (c.user + c.system) / 1000 })}\n`);
+  });
+  process.stdin.on('end', () => process.exit(0));
 }
 
 /** One layer in this (fresh) process: prints one JSON line of KiB per connection. */
-async function measure(layer: Layer, n: number, messageBytes: number, pkiFile: string): Promise<void> {
+async function measure(layer: Layer, n: number, messageBytes: number, pkiFile: string, client: ClientKind): Promise<void> {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   const pki = JSON.parse(readFileSync(pkiFile, 'utf8')) as Pki;
@@ -137,7 +152,7 @@ async function measure(layer: Layer, n: number, messageBytes: number, pkiFile: s
   await sleep(200);
   gc();
   const before = { ...process.memoryUsage(), anon: anonymousKiB() };
-  const child = spawn(process.execPath, [process.argv[1], 'floor-clients', layer, String(server.port), String(n), pkiFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [process.argv[1], 'floor-clients', layer, String(server.port), String(n), pkiFile, client], { stdio: ['pipe', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`floor clients exited with ${code}`)));
     createInterface({ input: child.stdout! }).once('line', () => resolve());
@@ -158,17 +173,38 @@ async function measure(layer: Layer, n: number, messageBytes: number, pkiFile: s
 }
 
 /** CPU rounds in this (fresh) process: prints one JSON line, µs of this process's CPU per agent per message. */
-async function cpuRounds(path: StreamPath, n: number, rounds: number, pkiFile: string): Promise<void> {
+async function cpuRounds(path: StreamPath, n: number, rounds: number, procs: number, pkiFile: string, client: ClientKind): Promise<void> {
   const pki = JSON.parse(readFileSync(pkiFile, 'utf8')) as Pki;
   const server = await serve('grpc-mtls', pki, path);
-  const child = spawn(process.execPath, [process.argv[1], 'floor-clients', 'grpc-mtls', String(server.port), String(n), pkiFile], { stdio: ['pipe', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`floor clients exited with ${code}`)));
-    createInterface({ input: child.stdout! }).once('line', () => resolve());
+  // The clients in `procs` processes, as the control benchmark runs its simulated agents.
+  const children = Array.from({ length: procs }, (_, p) => {
+    const share = Math.floor(n / procs) + (p < n % procs ? 1 : 0);
+    return spawn(process.execPath, [process.argv[1], 'floor-clients', 'grpc-mtls', String(server.port), String(share), pkiFile, client], { stdio: ['pipe', 'pipe', 'inherit'] });
   });
+  const lines = children.map((c) => {
+    c.once('exit', (code) => {
+      process.stderr.write(`floor clients exited with ${code}\n`);
+      process.exit(1);
+    });
+    return createInterface({ input: c.stdout! });
+  });
+  await Promise.all(lines.map((l) => new Promise((r) => l.once('line', r))));
+  const clientCpuMs = async () =>
+    (
+      await Promise.all(
+        children.map(
+          (c, i) =>
+            new Promise<number>((resolve) => {
+              lines[i].once('line', (l) => resolve((JSON.parse(l) as { cpuMs: number }).cpuMs));
+              c.stdin!.write('cpu\n');
+            }),
+        ),
+      )
+    ).reduce((a, b) => a + b, 0);
   const round = () => server.push(1200, n);
   for (let r = 0; r < 20; r++) await round();
   const times: number[] = [];
+  const clientCpu0 = await clientCpuMs();
   const cpu0 = process.cpuUsage();
   for (let r = 0; r < rounds; r++) {
     const t = performance.now();
@@ -176,10 +212,25 @@ async function cpuRounds(path: StreamPath, n: number, rounds: number, pkiFile: s
     times.push(performance.now() - t);
   }
   const cpu = process.cpuUsage(cpu0);
+  const clientCpu = (await clientCpuMs()) - clientCpu0;
   times.sort((a, b) => a - b);
-  process.stdout.write(`${JSON.stringify({ path, connections: n, rounds, serverCpuUsPerAgentMessage: +((cpu.user + cpu.system) / rounds / n).toFixed(1), roundP50Ms: +times[rounds >> 1].toFixed(1) })}\n`);
-  child.removeAllListeners('exit');
-  child.kill('SIGTERM');
+  process.stdout.write(
+    `${JSON.stringify({
+      path,
+      connections: n,
+      client,
+      clientProcesses: procs,
+      rounds,
+      serverCpuUsPerAgentMessage: +((cpu.user + cpu.system) / rounds / n).toFixed(1),
+      clientCpuUsPerAgentMessage: +((clientCpu * 1000) / rounds / n).toFixed(1),
+      roundP50Ms: +times[Math.floor(rounds / 2)].toFixed(1),
+      roundP99Ms: +times[Math.min(rounds - 1, Math.floor(rounds * 0.99))].toFixed(1),
+    })}\n`,
+  );
+  for (const c of children) {
+    c.removeAllListeners('exit');
+    c.kill('SIGTERM');
+  }
   process.exit(0);
 }
 
@@ -200,13 +251,18 @@ async function inFreshProcess(args: string[]): Promise<unknown> {
 }
 
 export async function runFloor(argv: string[]): Promise<void> {
-  if (argv[0] === 'floor-clients') return connectAll(argv[1] as Layer, Number(argv[2]), Number(argv[3]), JSON.parse(readFileSync(argv[4], 'utf8')) as Pki);
-  if (argv[0] === 'floor-measure') return measure(argv[1] as Layer, Number(argv[2]), Number(argv[3]), argv[4]);
-  if (argv[0] === 'floor-cpu') return cpuRounds(argv[1] as StreamPath, Number(argv[2]), Number(argv[3]), argv[4]);
+  if (argv[0] === 'floor-clients') return connectAll(argv[1] as Layer, Number(argv[2]), Number(argv[3]), JSON.parse(readFileSync(argv[4], 'utf8')) as Pki, argv[5] as ClientKind);
+  if (argv[0] === 'floor-measure') return measure(argv[1] as Layer, Number(argv[2]), Number(argv[3]), argv[4], argv[5] as ClientKind);
+  if (argv[0] === 'floor-cpu') return cpuRounds(argv[1] as StreamPath, Number(argv[2]), Number(argv[3]), Number(argv[4]), argv[5], argv[6] as ClientKind);
   const arg = (name: string, def: number) => (argv.includes(`--${name}`) ? Number(argv[argv.indexOf(`--${name}`) + 1]) : def);
   const n = arg('connections', 300);
   const messageBytes = arg('message-bytes', 2_000_000);
   const rounds = arg('rounds', 200);
+  const clientProcs = arg('client-procs', 4);
+  const clientKind = (argv.includes('--client') ? argv[argv.indexOf('--client') + 1] : 'http2') as ClientKind;
+  if (clientKind !== 'http2' && clientKind !== 'grpc-js') throw new Error(`--client must be http2 or grpc-js, not ${String(clientKind)}`);
+  const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+  if (only !== undefined && only !== 'memory' && only !== 'cpu') throw new Error(`--only must be memory or cpu, not ${only}`);
   const serverOptions = argv.includes('--server-options') ? argv[argv.indexOf('--server-options') + 1] : undefined;
   if (serverOptions !== undefined) process.env[SERVER_OPTIONS_ENV] = JSON.stringify(JSON.parse(serverOptions));
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-floor-'));
@@ -218,13 +274,15 @@ export async function runFloor(argv: string[]): Promise<void> {
     const runs: [Layer, number][] = [...LAYERS.map((l): [Layer, number] => [l, 0]), ['grpc-mtls', messageBytes]];
     // Each step in a fresh process, with this process's environment (allocator tunables included).
     const memory: unknown[] = [];
-    for (const [layer, bytes] of runs) memory.push(await inFreshProcess(['floor-measure', layer, String(n), String(bytes), pkiFile]));
+    if (only !== 'cpu') for (const [layer, bytes] of runs) memory.push(await inFreshProcess(['floor-measure', layer, String(n), String(bytes), pkiFile, clientKind]));
     const cpu: unknown[] = [];
-    for (const path of PATHS) cpu.push(await inFreshProcess(['floor-cpu', path, String(n), String(rounds), pkiFile]));
+    if (only !== 'memory') for (const path of PATHS) cpu.push(await inFreshProcess(['floor-cpu', path, String(n), String(rounds), String(clientProcs), pkiFile, clientKind]));
     const result = {
       note: 'memory: KiB per idle connection in the server process (after GC); cpu: server CPU per agent per 1,200-byte message + its ACK; each step in a fresh process, clients in a child process on the same host',
       malloc: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MALLOC_'))),
       serverOptions: serverOptions === undefined ? undefined : JSON.parse(serverOptions),
+      client: clientKind,
+      clientProcesses: clientProcs,
       memory,
       cpu,
     };

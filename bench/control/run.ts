@@ -64,6 +64,8 @@ async function main(): Promise<void> {
   const WARMUP_CHANGES = arg('warmup-changes', 10);
   const PER_CONNECTION = arg('per-connection', 1);
   const LARGE_WRITES = arg('large-writes', 4);
+  const AGENT_CLIENT = flag('agent-client') ?? 'http2';
+  const FRONT = (flag('front') ?? 'none') as 'none' | 'haproxy';
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-control-'));
@@ -89,8 +91,16 @@ async function main(): Promise<void> {
     await load.stop();
     const loadMs = performance.now() - t0;
 
-    const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, log: () => {} });
+    const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, front: FRONT, log: () => {} });
     await server.start();
+    // With a front, the control service is this process and HAProxy: memory and CPU count both.
+    const frontPid = server.frontPid();
+    const frontRss = () => (frontPid === undefined ? 0 : Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${frontPid}/status`, 'utf8'))![1]) * 1024);
+    const frontCpuMs = () => {
+      if (frontPid === undefined) return 0;
+      const f = readFileSync(`/proc/${frontPid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in clock ticks of 10 ms
+    };
 
     const { createControlClient, unary } = await import('../../mesh-control/client.ts');
     const { readClientConfig } = await import('../../mesh-control/client-config.ts');
@@ -112,7 +122,7 @@ async function main(): Promise<void> {
     const agentProcessRssMiB: number[] = [];
     /** Starts a process of `n` simulated agents from bench-<first>; resolves when all have their first update. */
     const startAgents = (first: number, n: number, measured: boolean) => {
-      const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(first), String(n), String(PER_CONNECTION), '1800'], {
+      const child = spawn(process.execPath, [...process.execArgv, process.argv[1], 'agents', server.address(), join(dir, 'admin.json'), String(first), String(n), String(PER_CONNECTION), '1800', AGENT_CLIENT], {
         stdio: ['pipe', 'pipe', 'inherit'],
       });
       children.push(child);
@@ -132,10 +142,15 @@ async function main(): Promise<void> {
     };
     // One agent first: what does not depend on the number of agents (each stored object encoded
     // once, the shared snapshot) is built for it and belongs in the baseline, not in the per-agent figure.
-    const beforeWarmup = (gc(), process.memoryUsage());
+    const memory = () => {
+      const m = process.memoryUsage();
+      const front = frontRss();
+      return { ...m, rss: m.rss + front, front };
+    };
+    const beforeWarmup = (gc(), memory());
     await Promise.race([deadline(300_000, 'warm-up agent'), startAgents(AGENTS, 1, false)]);
     gc();
-    const before = process.memoryUsage();
+    const before = memory();
 
     // grpc-js keeps the chunks of a stream's last received message until the next one arrives:
     // a small change every second lets synced simulated agents drop their snapshot (a cluster
@@ -143,7 +158,7 @@ async function main(): Promise<void> {
     let tickles = 0;
     const tickle = setInterval(() => void change(WARMUP_CHANGES + CHANGES + ++tickles).catch(() => {}), 1000);
     let peakRss = before.rss;
-    const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
+    const sampler = setInterval(() => (peakRss = Math.max(peakRss, memory().rss)), 100);
     const tSync = performance.now();
     await Promise.race([
       deadline(900_000, 'initial sync'),
@@ -156,7 +171,7 @@ async function main(): Promise<void> {
     gc();
     await sleep(200);
     gc();
-    const idle = process.memoryUsage();
+    const idle = memory();
 
     // One endpoint change at a time: latency = Apply sent → the last agent ACKed a version that
     // contains it (clocks: every process's performance.timeOrigin + now(), same host).
@@ -198,10 +213,12 @@ async function main(): Promise<void> {
     const agentCpuBefore = await agentCpuMs();
     const cpuBefore = process.cpuUsage();
     const mainCpuBefore = mainThreadCpuMs();
+    const frontCpuBefore = frontCpuMs();
     for (let c = 0; c < CHANGES; c++) latencies.push(await changeToAllAcked(WARMUP_CHANGES + c));
     // The control service's own CPU per change (user + system), pauses between changes included.
     const cpu = process.cpuUsage(cpuBefore);
     const mainCpu = mainThreadCpuMs() - mainCpuBefore;
+    const frontCpu = frontCpuMs() - frontCpuBefore;
     const agentCpuPerChange = ((await agentCpuMs()) - agentCpuBefore) / CHANGES;
     if (heapProfiler) {
       const { profile } = await heapProfiler.post('HeapProfiler.stopSampling');
@@ -216,14 +233,15 @@ async function main(): Promise<void> {
     admin.close();
 
     const result = {
-      config: { agents: AGENTS, procs: PROCS, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
+      config: { agents: AGENTS, procs: PROCS, front: FRONT, agentClient: AGENT_CLIENT, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
       targets: TARGETS,
       storeLoadMs: Math.round(loadMs),
       initialSyncMsPerAgent: { p50: Math.round(pct(syncMs, 50)), p99: Math.round(pct(syncMs, 99)), max: Math.round(Math.max(...syncMs)) },
       allAgentsSyncedMs: Math.round(allSyncedMs),
       changeToAllAckedMs: { p50: +pct(latencies, 50).toFixed(1), p99: +pct(latencies, 99).toFixed(1), max: +Math.max(...latencies).toFixed(1) },
       coldChangeToAllAckedMs: cold.length ? { p50: +pct(cold, 50).toFixed(1), max: +Math.max(...cold).toFixed(1) } : undefined,
-      serverCpuMsPerChange: +((cpu.user + cpu.system) / 1000 / CHANGES).toFixed(1),
+      serverCpuMsPerChange: +(((cpu.user + cpu.system) / 1000 + frontCpu) / CHANGES).toFixed(1),
+      frontCpuMsPerChange: frontPid === undefined ? undefined : +(frontCpu / CHANGES).toFixed(1),
       serverMainThreadCpuMsPerChange: +(mainCpu / CHANGES).toFixed(1),
       agentProcessesCpuMsPerChange: +agentCpuPerChange.toFixed(1),
       memoryPerIdleAgentKiB: {
@@ -231,6 +249,8 @@ async function main(): Promise<void> {
         heapUsed: +((idle.heapUsed - before.heapUsed) / 1024 / AGENTS).toFixed(1),
         // As measured before the warm-up agent (the state-sized caches counted as if per agent).
         rssFromEmpty: +((idle.rss - beforeWarmup.rss) / 1024 / AGENTS).toFixed(1),
+        // Of rss: HAProxy's share (front 'haproxy').
+        front: frontPid === undefined ? undefined : +((idle.front - before.front) / 1024 / AGENTS).toFixed(1),
       },
       serverMiB: Object.fromEntries(
         Object.entries({ rssBeforeWarmup: beforeWarmup.rss, externalBeforeWarmup: beforeWarmup.external, rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
@@ -252,8 +272,10 @@ async function main(): Promise<void> {
       { figure: 'first changes after the sync p50 / max (ms)', value: result.coldChangeToAllAckedMs ? `${result.coldChangeToAllAckedMs.p50} / ${result.coldChangeToAllAckedMs.max}` : '—', target: '—' },
       { figure: 'control service CPU per change (ms)', value: result.serverCpuMsPerChange, target: '—' },
       { figure: '… of it on the main thread (ms)', value: result.serverMainThreadCpuMsPerChange, target: '—' },
+      ...(result.frontCpuMsPerChange === undefined ? [] : [{ figure: '… of it in HAProxy (ms)', value: result.frontCpuMsPerChange, target: '—' }]),
       { figure: 'agent processes CPU per change (ms)', value: result.agentProcessesCpuMsPerChange, target: '—' },
       { figure: 'RSS per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.rss, target: `≤ ${TARGETS.memoryPerIdleAgentKiB} ${ok(result.memoryPerIdleAgentKiB.rss, TARGETS.memoryPerIdleAgentKiB)}` },
+      ...(result.memoryPerIdleAgentKiB.front === undefined ? [] : [{ figure: '… of it in HAProxy (KiB)', value: result.memoryPerIdleAgentKiB.front, target: '—' }]),
       { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
       { figure: 'server RSS peak during sync (MiB)', value: result.serverMiB.rssPeakDuringSync, target: '—' },
     ]);

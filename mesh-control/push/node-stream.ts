@@ -25,13 +25,15 @@ interface StreamError {
 export class NodeStream extends EventEmitter {
   readonly #call: ServerInterceptingCallInterface;
   #done = false;
+  /** The request's metadata (grpc-js hands it over in start(), before any message). */
+  metadata: Metadata = new Metadata();
 
   constructor(call: ServerInterceptingCallInterface) {
     super();
     this.#call = call;
     this.on('error', (err: StreamError) => this.#finish(err.code ?? Status.UNKNOWN, err.details ?? err.message ?? 'unknown error', err.metadata));
     call.start({
-      onReceiveMetadata: () => {},
+      onReceiveMetadata: (metadata: Metadata) => (this.metadata = metadata),
       onReceiveMessage: (req: NodeRequest) => {
         this.emit('data', req);
         // grpc-js pauses the HTTP/2 stream after every message until the next read is asked for.

@@ -1,6 +1,6 @@
 // Helpers for mesh-control tests: a 3-member etcd cluster on loopback, `weft control` in a child
 // process, temp dirs, small objects, and polling until a condition holds.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -10,6 +10,9 @@ import { etcdBinary, etcdSkipReason, freePort } from './etcd.ts';
 import type { ClusterObject, EndpointSlice, Namespace, Node, Pod, Service } from '../../mesh-control/model/types.ts';
 
 export { etcdSkipReason };
+
+/** Why tests of `weft control --front haproxy` cannot run here (scripts/ensure-deps.sh installs it). */
+export const haproxySkipReason: string | undefined = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0 ? undefined : 'haproxy is not installed (Debian package haproxy)';
 
 export async function tempDir(prefix = 'weft-control-'): Promise<{ dir: string; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
