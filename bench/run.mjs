@@ -23,7 +23,10 @@ await build({
   external: ['esbuild'],
   banner: { js: "import { createRequire as __weftRequire } from 'node:module'; const require = __weftRequire(import.meta.url);" },
 });
-const child = spawn(process.execPath, [out, ...args], { stdio: 'inherit' });
+// The control service runs as `weft lab` runs it: glibc gives freed snapshot buffers back to the
+// system (mesh-control/README.md). A value in the environment wins.
+const env = name === 'control' ? { MALLOC_TRIM_THRESHOLD_: '131072', ...process.env } : process.env;
+const child = spawn(process.execPath, [out, ...args], { stdio: 'inherit', env });
 // The benchmark cleans up on SIGINT/SIGTERM itself; forward them and wait for it.
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

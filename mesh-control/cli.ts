@@ -39,9 +39,9 @@ const CLIENT_FLAGS = ['server', 'config'];
 export async function control(argv: string[]): Promise<number> {
   if (argv[0] === 'token') return token(argv.slice(1));
   const args = parseArgs(argv, {
-    values: ['data-dir', 'etcd-endpoints', 'etcd-prefix', 'listen', 'ops-listen', 'pki-dir', 'admin-config', 'cluster-cidr', 'node-mask', 'service-cidr', 'node-port-range', 'debounce-ms', 'front', 'haproxy'],
+    values: ['data-dir', 'etcd-endpoints', 'etcd-prefix', 'listen', 'ops-listen', 'pki-dir', 'admin-config', 'cluster-cidr', 'node-mask', 'service-cidr', 'node-port-range', 'debounce-ms', 'front', 'front-threads', 'haproxy'],
   });
-  if (args.positionals.length > 0) throw new UsageError(`unexpected argument "${args.positionals[0]}" (usage: weft control [--data-dir DIR | --etcd-endpoints URL,...] [--listen HOST:PORT|unix:PATH] [--ops-listen HOST:PORT|off] [--front none|haproxy])`);
+  if (args.positionals.length > 0) throw new UsageError(`unexpected argument "${args.positionals[0]}" (usage: weft control [--data-dir DIR | --etcd-endpoints URL,...] [--listen HOST:PORT|unix:PATH] [--ops-listen HOST:PORT|off] [--front none|haproxy [--front-threads N] [--haproxy PATH]])`);
   const etcdEndpoints = args.flags.get('etcd-endpoints')?.split(',').filter(Boolean);
   if (etcdEndpoints?.length && args.flags.has('data-dir')) throw new UsageError('give either --data-dir or --etcd-endpoints, not both');
   const dataDir = etcdEndpoints?.length ? undefined : (args.flags.get('data-dir') ?? defaultDataDir());
@@ -60,6 +60,7 @@ export async function control(argv: string[]): Promise<number> {
     debounceMs: intFlag(args, 'debounce-ms', 10, 0, 10_000),
     front: choiceFlag(args, 'front', ['none', 'haproxy'] as const, 'none'),
     haproxyBinary: args.flags.get('haproxy'),
+    frontThreads: args.flags.has('front-threads') ? intFlag(args, 'front-threads', 1, 1, 64) : undefined,
   });
   await server.start();
   await new Promise<void>((resolve) => {

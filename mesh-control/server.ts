@@ -48,6 +48,8 @@ export interface ControlServerConfig {
   front?: 'none' | 'haproxy';
   /** The haproxy binary for front 'haproxy' (default `haproxy` on PATH). */
   haproxyBinary?: string;
+  /** HAProxy's threads (default one per CPU). */
+  frontThreads?: number;
   log?: (message: string) => void;
 }
 
@@ -247,7 +249,7 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
       const bindTo = frontKind === 'haproxy' ? `unix:${backendSocket}` : socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`;
       let boundPort = await new Promise<number>((resolve, reject) => grpc!.bindAsync(bindTo, creds, (err, p) => (err ? reject(err) : resolve(p))));
       if (frontKind === 'haproxy') {
-        front = await startHaproxyFront({ host, port, dir: frontDir, caPem: ca.caPem, serverCertPem: ca.server.certPem, serverKeyPem: ca.server.keyPem, backendSocket, binary: config.haproxyBinary, log });
+        front = await startHaproxyFront({ host, port, dir: frontDir, caPem: ca.caPem, serverCertPem: ca.server.certPem, serverKeyPem: ca.server.keyPem, backendSocket, binary: config.haproxyBinary, threads: config.frontThreads, log });
         boundPort = Number(front.address().slice(front.address().lastIndexOf(':') + 1));
       }
       bound = socketPath !== undefined ? listen : `${host}:${boundPort}`;

@@ -66,6 +66,7 @@ async function main(): Promise<void> {
   const LARGE_WRITES = arg('large-writes', 4);
   const AGENT_CLIENT = flag('agent-client') ?? 'http2';
   const FRONT = (flag('front') ?? 'none') as 'none' | 'haproxy';
+  const FRONT_THREADS = flag('front-threads') === undefined ? undefined : arg('front-threads', 0);
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-control-'));
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
     await load.stop();
     const loadMs = performance.now() - t0;
 
-    const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, front: FRONT, log: () => {} });
+    const server = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir, 'data'), adminConfigPath: join(dir, 'admin.json'), largeWrites: LARGE_WRITES, front: FRONT, frontThreads: FRONT_THREADS, log: () => {} });
     await server.start();
     // With a front, the control service is this process and HAProxy: memory and CPU count both.
     const frontPid = server.frontPid();
@@ -233,7 +234,7 @@ async function main(): Promise<void> {
     admin.close();
 
     const result = {
-      config: { agents: AGENTS, procs: PROCS, front: FRONT, agentClient: AGENT_CLIENT, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
+      config: { agents: AGENTS, procs: PROCS, front: FRONT, frontThreads: FRONT_THREADS, agentClient: AGENT_CLIENT, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
       targets: TARGETS,
       storeLoadMs: Math.round(loadMs),
       initialSyncMsPerAgent: { p50: Math.round(pct(syncMs, 50)), p99: Math.round(pct(syncMs, 99)), max: Math.round(Math.max(...syncMs)) },
@@ -261,7 +262,7 @@ async function main(): Promise<void> {
     // --out DIR keeps trial runs away from the committed results.
     const out = flag('out') ?? 'bench/results';
     mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, 'control.json'), `${JSON.stringify(result, null, 2)}\n`);
+    writeFileSync(join(out, FRONT === 'none' ? 'control.json' : `control-front-${FRONT}.json`), `${JSON.stringify(result, null, 2)}\n`);
     console.log(JSON.stringify(result, null, 2));
     const ok = (v: number, t: number) => (v <= t ? 'ok' : 'MISSED');
     console.table([

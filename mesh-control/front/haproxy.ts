@@ -59,6 +59,9 @@ export function renderHaproxyConfig(c: { host: string; port: number; threads?: n
     '  ssl-default-bind-options ssl-min-ver TLSv1.2',
     'defaults',
     '  mode http',
+    // Updates and ACKs are small messages on long-lived streams: sent as they come, never held
+    // back for more data to follow (MSG_MORE).
+    '  option http-no-delay',
     '  timeout connect 5s',
     // Node streams are idle between updates for as long as nothing changes; an agent whose stream
     // is cut reconnects and resumes with a delta.
