@@ -19,7 +19,7 @@ import { openStore } from './store/index.ts';
 import { resolveKind } from './kinds.ts';
 import { DEFAULT_LISTEN, splitHostPort, writeClientConfig } from './client-config.ts';
 import { unixSocketPath } from './client.ts';
-import { CLIENT_CERT_HEADER, prepareFrontDir, startHaproxyFront, type HaproxyFront } from './front/haproxy.ts';
+import { CLIENT_CERT_HEADER, makeFrontDir, startHaproxyFront, type HaproxyFront } from './front/haproxy.ts';
 
 export interface ControlServerConfig {
   /** gRPC HOST:PORT (default 127.0.0.1:7443; port 0 picks one) or unix:/path. */
@@ -243,12 +243,11 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
       grpc.addService(services.Control.service, controlImpl);
       grpc.addService(services.Bootstrap.service, bootstrapImpl);
       // Behind the front, plaintext HTTP/2 on a socket in a directory of this service's own.
-      const frontDir = join(config.dataDir ?? pkiDir, 'front');
-      const backendSocket = join(frontDir, 'control.sock');
-      if (frontKind === 'haproxy') prepareFrontDir(frontDir, backendSocket);
-      const bindTo = frontKind === 'haproxy' ? `unix:${backendSocket}` : socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`;
+      const frontDir = frontKind === 'haproxy' ? makeFrontDir() : undefined;
+      const backendSocket = frontDir && join(frontDir, 'control.sock');
+      const bindTo = backendSocket ? `unix:${backendSocket}` : socketPath !== undefined ? listen : `${host.includes(':') ? `[${host}]` : host}:${port}`;
       let boundPort = await new Promise<number>((resolve, reject) => grpc!.bindAsync(bindTo, creds, (err, p) => (err ? reject(err) : resolve(p))));
-      if (frontKind === 'haproxy') {
+      if (frontDir && backendSocket) {
         front = await startHaproxyFront({ host, port, dir: frontDir, caPem: ca.caPem, serverCertPem: ca.server.certPem, serverKeyPem: ca.server.keyPem, backendSocket, binary: config.haproxyBinary, threads: config.frontThreads, log });
         boundPort = Number(front.address().slice(front.address().lastIndexOf(':') + 1));
       }
@@ -259,7 +258,7 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
         writeClientConfig(config.adminConfigPath, { server: socketPath !== undefined ? listen : `${dial}:${boundPort}`, caPem: ca.caPem, certPem: adminPair.certPem, keyPem: adminPair.keyPem });
       }
       ready = true;
-      log(`serving on ${bound}${front ? ' (through HAProxy)' : ''}${opsBound ? `, operations on http://${opsBound}` : ''}`);
+      log(`serving on ${bound}${opsBound ? `, operations on http://${opsBound}` : ''}`);
     },
     async stop() {
       ready = false;

@@ -4,8 +4,10 @@
 // runs through the front in mesh-sync.test.ts.)
 import { afterAll, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
 import { createControlServer, type ControlServer } from '../mesh-control/server.ts';
@@ -15,7 +17,7 @@ import { readClientConfig } from '../mesh-control/client-config.ts';
 import { CLIENT_CERT_HEADER, renderHaproxyConfig } from '../mesh-control/front/haproxy.ts';
 import { weftServices } from '../mesh-control/proto/load.ts';
 import type { ClusterView } from '../proxy/agent/source.ts';
-import { haproxySkipReason, service, tempDir, waitFor } from './helpers/control.ts';
+import { haproxySkipReason, removeControlBundle, service, startControlProcess, tempDir, waitFor } from './helpers/control.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -82,13 +84,16 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
     const dir = await tempDir();
     cleanups.push(dir.remove);
     const server = await control(dir.dir);
-    const front = join(dir.dir, 'data', 'front');
+    const pid = server.frontPid()!;
+    // HAProxy runs as `haproxy -db -f <front dir>/haproxy.cfg`.
+    const configFile = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).pop()!;
+    const front = dirname(configFile);
     expect(statSync(front).mode & 0o777).toBe(0o700);
     expect(statSync(join(front, 'front.pem')).mode & 0o777).toBe(0o600);
     expect(statSync(join(front, 'control.sock')).isSocket()).toBe(true);
-    const pid = server.frontPid()!;
+    expect(readFileSync(configFile, 'utf8')).toContain(`unix@"${join(front, 'control.sock')}"`);
     await server.stop();
-    expect(existsSync(join(front, 'front.pem'))).toBe(false);
+    expect(existsSync(front)).toBe(false);
     expect(() => process.kill(pid, 0)).toThrow();
   }, 30_000);
 
@@ -115,12 +120,38 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
     await waitFor('the agent converged', () => names().includes('after-crash'), 15_000);
   }, 45_000);
 
-  it('says why the front cannot start: no haproxy binary, a port in use', async () => {
+  it('takes HAProxy down with a killed control service, so a new one gets the port', async () => {
+    const dir = await tempDir();
+    cleanups.push(dir.remove);
+    cleanups.push(removeControlBundle);
+    const args = ['--data-dir', join(dir.dir, 'data'), '--listen', '127.0.0.1:0', '--ops-listen', 'off', '--admin-config', join(dir.dir, 'admin.json'), '--front', 'haproxy'];
+    const first = await startControlProcess(args);
+    cleanups.push(() => first.kill());
+    const children = () => readFileSync(`/proc/${first.child.pid}/task/${first.child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    const [haproxy] = children();
+    const cmdline = readFileSync(`/proc/${haproxy}/cmdline`, 'utf8').split('\0');
+    expect(cmdline[0]).toBe('haproxy');
+    // A killed service cannot remove its front directory.
+    const frontDir = dirname(cmdline.filter(Boolean).pop()!);
+    cleanups.push(() => rm(frontDir, { recursive: true, force: true }));
+    await first.kill('SIGKILL');
+    await waitFor('HAProxy gone with its parent', () => !existsSync(`/proc/${haproxy}`) || /^Z/m.test(readFileSync(`/proc/${haproxy}/stat`, 'utf8').split(') ')[1]));
+    const again = await startControlProcess(['--data-dir', join(dir.dir, 'data'), '--listen', first.address, '--ops-listen', 'off', '--admin-config', join(dir.dir, 'admin.json'), '--front', 'haproxy']);
+    cleanups.push(() => again.kill('SIGTERM'));
+    expect(again.address).toBe(first.address);
+    const admin = createControlClient(again.address, readClientConfig(join(dir.dir, 'admin.json')));
+    cleanups.push(async () => admin.close());
+    await expect(unary(admin, 'Status', {}, 'status')).resolves.toMatchObject({ revision: expect.any(String) });
+  }, 60_000);
+
+  it('says why the front cannot start (no haproxy binary, a port in use) and leaves nothing behind', async () => {
+    const fronts = () => readdirSync(tmpdir()).filter((n) => n.startsWith('weft-control-front-')).sort();
+    const before = fronts();
     const dir = await tempDir();
     cleanups.push(dir.remove);
     const missing = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir.dir, 'one'), front: 'haproxy', haproxyBinary: join(dir.dir, 'no-such-haproxy'), log: () => {} });
     cleanups.push(() => missing.stop());
-    await expect(missing.start()).rejects.toThrow(/failed to start the agent front \(HAProxy, --front haproxy\): failed to run .*no-such-haproxy/);
+    await expect(missing.start()).rejects.toThrow(/failed to start the agent front \(HAProxy, --front haproxy\): .*no-such-haproxy/);
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise((r) => taken.close(r)));
@@ -129,5 +160,6 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
     cleanups.push(() => busy.stop());
     await expect(busy.start()).rejects.toThrow(`failed to start the agent front (HAProxy, --front haproxy): 127.0.0.1:${port} is in use`);
     expect(() => createControlServer({ listen: 'unix:/tmp/x.sock', dataDir: dir.dir, front: 'haproxy' })).toThrow(/--front haproxy needs a HOST:PORT --listen address/);
+    expect(fronts()).toEqual(before);
   }, 30_000);
 });

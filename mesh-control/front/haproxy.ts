@@ -11,7 +11,8 @@
 // can enter: whoever can connect to it could claim any certificate. The service checks the
 // certificate against its CA again (ca.identify), as for a direct connection.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect, createServer, isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +25,7 @@ export interface HaproxyFrontConfig {
   /** Where agents connect; port 0 picks a free port once (kept across restarts of HAProxy). */
   host: string;
   port: number;
-  /** A directory of the service's own (prepareFrontDir): socket, configuration, key. */
+  /** A directory of the service's own (makeFrontDir): socket, configuration, key; removed at stop. */
   dir: string;
   caPem: string;
   serverCertPem: string;
@@ -81,14 +82,18 @@ export function renderHaproxyConfig(c: { host: string; port: number; threads?: n
   ].join('\n');
 }
 
-/** Creates the front's directory, entered by this user only, and removes a socket left by an earlier run. */
-export function prepareFrontDir(dir: string, backendSocket: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
-  rmSync(backendSocket, { force: true });
+/**
+ * A new directory for the front's socket, configuration and key copy, entered by this user only
+ * (mkdtemp: 0700, a name of its own per service process, so replicas on one machine never share one).
+ */
+export function makeFrontDir(): string {
+  return mkdtempSync(join(tmpdir(), 'weft-control-front-'));
 }
 
 /** Binds `port` (0: any) on `host` and lets it go: the port HAProxy is given, free a moment ago. */
+/** util-linux's setpriv, when installed (Debian: always, util-linux is essential). */
+const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
 async function freePort(host: string, port: number): Promise<number> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -134,11 +139,14 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
   try {
     port = await freePort(config.host, config.port);
   } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
     throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', `failed to start the agent front (HAProxy, --front haproxy): ${(err as Error).message}`);
   }
   writeFileSync(configFile, renderHaproxyConfig({ host: config.host, port, threads: config.threads, certFile, caFile, backendSocket: config.backendSocket }), { mode: 0o600 });
 
   let child: ChildProcess | undefined;
+  // Restarts are for a HAProxy that ran: one that fails to start fails the start.
+  let started = false;
   let stopping = false;
   let restarts = 0;
   let restartTimer: NodeJS.Timeout | undefined;
@@ -147,7 +155,9 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
   const launch = async (): Promise<void> => {
     let stderr = '';
     let exit: string | undefined;
-    const c = spawn(binary, ['-db', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // HAProxy dies with this process, even a killed one (util-linux setpriv sets the parent-death
+    // signal, then execs it): an orphan would hold the port the next start needs.
+    const c = setpriv ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', binary, '-db', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(binary, ['-db', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     c.stderr!.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-4000);
@@ -155,7 +165,7 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
     c.once('error', (err) => (exit = `failed to run ${binary}: ${err.message}`));
     c.once('exit', (code, signal) => {
       exit ??= `${binary} exited with ${signal ?? `code ${code}`}${stderr.trim() ? `: ${stderr.trim()}` : ''}`;
-      if (child !== c || stopping) return;
+      if (child !== c || stopping || !started) return;
       child = undefined;
       // A crash leaves the agents to reconnect: HAProxy comes back on the same port.
       const delay = Math.min(5000, 200 * 2 ** Math.min(restarts++, 5));
@@ -174,11 +184,16 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
     if (exit) throw new Error(exit);
   };
 
+  const killOnExit = () => child?.kill('SIGKILL');
+  process.on('exit', killOnExit);
   try {
     await launch();
+    started = true;
   } catch (err) {
     stopping = true;
     child?.kill('SIGKILL');
+    process.off('exit', killOnExit);
+    rmSync(dir, { recursive: true, force: true });
     throw new ControlError('WEFT_CONTROL_INVALID_CONFIG', `failed to start the agent front (HAProxy, --front haproxy): ${(err as Error).message}`);
   }
   const shown = isIPv6(config.host) ? `[${config.host}]` : config.host;
@@ -199,9 +214,8 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
         await exited;
         clearTimeout(t);
       }
-      rmSync(certFile, { force: true });
-      rmSync(caFile, { force: true });
-      rmSync(configFile, { force: true });
+      process.off('exit', killOnExit);
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
