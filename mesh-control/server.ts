@@ -188,7 +188,11 @@ export function createControlServer(config: ControlServerConfig): ControlServer 
     ops = createHttpServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-      if (path === '/readyz') return void res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : 'starting\n');
+      if (path === '/readyz') {
+        // Behind the front, not ready while HAProxy is down (being restarted): nothing reaches the service.
+        const why = !ready ? 'starting\n' : front && !front.serving() ? 'agent front (HAProxy) down, restarting\n' : undefined;
+        return void res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ?? 'ok\n');
+      }
       if (path === '/metrics') {
         sync.status(); // refreshes the per-node gauges
         void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));

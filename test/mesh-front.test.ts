@@ -100,7 +100,7 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
   it('restarts a HAProxy that died on the same port; the agent keeps its view meanwhile and converges', async () => {
     const dir = await tempDir();
     cleanups.push(dir.remove);
-    const server = await control(dir.dir);
+    const server = await control(dir.dir, { opsListen: '127.0.0.1:0' });
     const creds = readClientConfig(join(dir.dir, 'admin.json'));
     const admin = createControlClient(server.address(), creds);
     cleanups.push(async () => admin.close());
@@ -112,9 +112,13 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
     await src.start((v) => views.push(v));
     const names = () => (views[views.length - 1]?.services ?? []).map((s) => s.metadata.name);
     await waitFor('the first view', () => names().includes('before-crash'));
+    const readyz = async () => (await fetch(`http://${server.opsAddress()}/readyz`)).status;
+    expect(await readyz()).toBe(200);
     const first = server.frontPid()!;
     process.kill(first, 'SIGKILL');
+    await waitFor('not ready while HAProxy is down', async () => (await readyz()) === 503, 5_000);
     await waitFor('a new HAProxy', () => server.frontPid() !== undefined && server.frontPid() !== first, 10_000);
+    await waitFor('ready again', async () => (await readyz()) === 200, 10_000);
     expect(names()).toContain('before-crash');
     await waitFor('the admin call through the new HAProxy', () => apply('after-crash').then(() => true), 10_000);
     await waitFor('the agent converged', () => names().includes('after-crash'), 15_000);

@@ -44,6 +44,8 @@ export interface HaproxyFront {
   address(): string;
   /** The running HAProxy's pid (benchmarks read its memory and CPU). */
   pid(): number | undefined;
+  /** HAProxy accepts connections (false while it is being restarted). */
+  serving(): boolean;
   stop(): Promise<void>;
 }
 
@@ -148,6 +150,7 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
   // Restarts are for a HAProxy that ran: one that fails to start fails the start.
   let started = false;
   let stopping = false;
+  let serving = false;
   let restarts = 0;
   let restartTimer: NodeJS.Timeout | undefined;
 
@@ -164,6 +167,7 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
     });
     c.once('error', (err) => (exit = `failed to run ${binary}: ${err.message}`));
     c.once('exit', (code, signal) => {
+      if (child === c) serving = false;
       exit ??= `${binary} exited with ${signal ?? `code ${code}`}${stderr.trim() ? `: ${stderr.trim()}` : ''}`;
       if (child !== c || stopping || !started) return;
       child = undefined;
@@ -182,6 +186,7 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
     // Still running a moment later: the connection was HAProxy's, not a process that took the port meanwhile.
     await sleep(100);
     if (exit) throw new Error(exit);
+    serving = true;
   };
 
   const killOnExit = () => child?.kill('SIGKILL');
@@ -201,8 +206,10 @@ export async function startHaproxyFront(config: HaproxyFrontConfig): Promise<Hap
   return {
     address: () => `${config.host}:${port}`,
     pid: () => child?.pid,
+    serving: () => serving,
     async stop() {
       stopping = true;
+      serving = false;
       if (restartTimer) clearTimeout(restartTimer);
       const c = child;
       child = undefined;
