@@ -65,6 +65,8 @@ async function main(): Promise<void> {
   const PER_CONNECTION = arg('per-connection', 1);
   const LARGE_WRITES = arg('large-writes', 4);
   const AGENT_CLIENT = flag('agent-client') ?? 'http2';
+  if (AGENT_CLIENT !== 'http2' && AGENT_CLIENT !== 'grpc-js') throw new Error(`--agent-client must be http2 or grpc-js, not ${AGENT_CLIENT}`);
+  if (AGENT_CLIENT === 'http2' && PER_CONNECTION !== 1) throw new Error('--per-connection needs --agent-client grpc-js (the HTTP/2 client opens one connection per agent)');
   const FRONT = (flag('front') ?? 'none') as 'none' | 'haproxy';
   const FRONT_THREADS = flag('front-threads') === undefined ? undefined : arg('front-threads', 0);
   setFlagsFromString('--expose-gc');
