@@ -4,7 +4,7 @@
 // runs through the front in mesh-sync.test.ts.)
 import { afterAll, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -149,10 +149,16 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
   }, 60_000);
 
   it('says why the front cannot start (no haproxy binary, a port in use) and leaves nothing behind', async () => {
-    const fronts = () => readdirSync(tmpdir()).filter((n) => n.startsWith('weft-control-front-')).sort();
-    const before = fronts();
     const dir = await tempDir();
     cleanups.push(dir.remove);
+    // Front directories go to a temporary directory of this test's own (other files start fronts meanwhile).
+    const ownTmp = join(dir.dir, 'tmp');
+    mkdirSync(ownTmp);
+    const tmpBefore = process.env.TMPDIR;
+    process.env.TMPDIR = ownTmp;
+    const restoreTmp = () => (tmpBefore === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = tmpBefore));
+    cleanups.push(async () => restoreTmp());
+    expect(tmpdir()).toBe(ownTmp);
     const missing = createControlServer({ listen: '127.0.0.1:0', dataDir: join(dir.dir, 'one'), front: 'haproxy', haproxyBinary: join(dir.dir, 'no-such-haproxy'), log: () => {} });
     cleanups.push(() => missing.stop());
     await expect(missing.start()).rejects.toThrow(/failed to start the agent front \(HAProxy, --front haproxy\): .*no-such-haproxy/);
@@ -164,6 +170,7 @@ describe.skipIf(haproxySkipReason !== undefined)(`behind HAProxy${haproxySkipRea
     cleanups.push(() => busy.stop());
     await expect(busy.start()).rejects.toThrow(`failed to start the agent front (HAProxy, --front haproxy): 127.0.0.1:${port} is in use`);
     expect(() => createControlServer({ listen: 'unix:/tmp/x.sock', dataDir: dir.dir, front: 'haproxy' })).toThrow(/--front haproxy needs a HOST:PORT --listen address/);
-    expect(fronts()).toEqual(before);
+    expect(readdirSync(ownTmp)).toEqual([]);
+    restoreTmp();
   }, 30_000);
 });
