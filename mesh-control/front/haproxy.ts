@@ -66,8 +66,8 @@ export function renderHaproxyConfig(c: { host: string; port: number; threads?: n
     // back for more data to follow (MSG_MORE).
     '  option http-no-delay',
     '  timeout connect 5s',
-    // Node streams are idle between updates for as long as nothing changes; an agent whose stream
-    // is cut reconnects and resumes with a delta.
+    // An agent's stream is idle between updates for as long as nothing changes; an agent whose
+    // stream is cut reconnects and resumes with a delta.
     '  timeout client 24h',
     '  timeout server 24h',
     '  timeout client-fin 10s',
@@ -92,10 +92,10 @@ export function makeFrontDir(): string {
   return mkdtempSync(join(tmpdir(), 'weft-control-front-'));
 }
 
-/** Binds `port` (0: any) on `host` and lets it go: the port HAProxy is given, free a moment ago. */
 /** util-linux's setpriv, when installed (Debian: always, util-linux is essential). */
 const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
+/** Binds `port` (0: any) on `host` and lets it go: the port HAProxy is given, free a moment ago. */
 async function freePort(host: string, port: number): Promise<number> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
