@@ -68,13 +68,15 @@ describe.skipIf(skip)(`nftables full sync over netlink in wt- namespaces${skip ?
     await b?.remove();
   });
 
+  /** The table `nft -f` makes of `state`'s full render in namespace b, normalized: what the netlink path must equal. */
+  const reference = async (state: ReturnType<typeof cluster>, generation: string) => {
+    await nftApply(nftFullScript(renderNftables(state, { ...OPTIONS, generation })), { netns: b!.name });
+    return normalized(await nftListTable('weft', { netns: b!.name }));
+  };
+
   it('loads every service shape as nft -f would, switches generations over a live table, and keeps incremental syncs working', async () => {
     const logs: string[] = [];
     const dp = createNftablesDataplane({ ...OPTIONS, netns: a!.name }, { log: (m) => logs.push(m) });
-    const reference = async (state: ReturnType<typeof cluster>, generation: string) => {
-      await nftApply(nftFullScript(renderNftables(state, { ...OPTIONS, generation })), { netns: b!.name });
-      return normalized(await nftListTable('weft', { netns: b!.name }));
-    };
     const first = cluster(['10.180.0.1', '10.180.0.2', '10.180.0.3'], 40);
     await dp.sync(first, true);
     const listed = await nftListTable('weft', { netns: a!.name });
@@ -149,10 +151,7 @@ describe.skipIf(skip)(`nftables full sync over netlink in wt- namespaces${skip ?
     const third = cluster(['10.180.0.1'], 7);
     const outcome = await dp.sync(third, false);
     expect(outcome.full).toBe(true);
-    expect(normalized(await nftListTable('weft', { netns: a!.name }))).toBe(normalized(await (async () => {
-      await nftApply(nftFullScript(renderNftables(third, { ...OPTIONS, generation: 'a' })), { netns: b!.name });
-      return nftListTable('weft', { netns: b!.name });
-    })()));
+    expect(normalized(await nftListTable('weft', { netns: a!.name }))).toBe(await reference(third, 'a'));
     expect(await connectsTo(a!.name, '172.30.0.41')).toBe(true);
     await dp.cleanup();
   }, 60_000);
@@ -169,11 +168,8 @@ describe.skipIf(skip)(`nftables full sync over netlink in wt- namespaces${skip ?
     await dp.sync(state, true);
     expect(sends).toBe(1);
     expect(logs).toEqual(['nftables netlink loading unavailable (failed to load nftables elements: EPERM): full syncs use nft -f']);
-    expect(normalized(await nftListTable('weft', { netns: a!.name }))).toBe(normalized(await (async () => {
-      // The first sync had picked generation a before the helper failed; later ones keep it.
-      await nftApply(nftFullScript(renderNftables(state, { ...OPTIONS, generation: 'a' })), { netns: b!.name });
-      return nftListTable('weft', { netns: b!.name });
-    })()));
+    // The first sync had picked generation a before the helper failed; later ones keep it.
+    expect(normalized(await nftListTable('weft', { netns: a!.name }))).toBe(await reference(state, 'a'));
     await dp.cleanup();
   }, 60_000);
 

@@ -57,12 +57,8 @@ export function renderIptables(state: ProxyState, options: IptablesRenderOptions
     cache.key = ctxKey;
     cache.fragments = new WeakMap();
   }
-  const fNodePorts: string[] = [];
-  const fServices: string[] = [];
-  const fExternal: string[] = [];
-  const fFirewall: string[] = [];
-  const nServices: string[] = [];
-  const nNodePorts: string[] = [];
+  const lines = topLines();
+  const { fNodePorts, fServices, fExternal, fFirewall, nServices, nNodePorts } = lines;
   const services = new Map<string, IptablesServiceRules>();
   for (const sp of state.servicePorts) {
     let fragment = cache?.fragments.get(sp);
@@ -70,13 +66,7 @@ export function renderIptables(state: ProxyState, options: IptablesRenderOptions
       fragment = renderServicePort(sp, ctx);
       cache?.fragments.set(sp, fragment);
     }
-    const t = fragment.top;
-    for (const r of t.fNodePorts) fNodePorts.push(r);
-    for (const r of t.fServices) fServices.push(r);
-    for (const r of t.fExternal) fExternal.push(r);
-    for (const r of t.fFirewall) fFirewall.push(r);
-    for (const r of t.nServices) nServices.push(r);
-    for (const r of t.nNodePorts) nNodePorts.push(r);
+    for (const k of TOP_LINE_KEYS) for (const r of fragment.top[k]) lines[k].push(r);
     services.set(sp.id, fragment);
   }
 
@@ -115,9 +105,14 @@ interface RenderContext {
   masqueradeAll: boolean;
 }
 
+/** Lines of the top-level chains, by chain: filter (f…) and nat (n…). */
+const TOP_LINE_KEYS = ['fNodePorts', 'fServices', 'fExternal', 'fFirewall', 'nServices', 'nNodePorts'] as const;
+type TopLines = Record<(typeof TOP_LINE_KEYS)[number], string[]>;
+const topLines = (): TopLines => ({ fNodePorts: [], fServices: [], fExternal: [], fFirewall: [], nServices: [], nNodePorts: [] });
+
 /** A service port's own chains and rules plus its lines in the top-level chains. */
 interface IptablesServiceFragment extends IptablesServiceRules {
-  top: { fNodePorts: string[]; fServices: string[]; fExternal: string[]; fFirewall: string[]; nServices: string[]; nNodePorts: string[] };
+  top: TopLines;
 }
 
 /** Renders of unchanged service ports (same ProxyServicePort object, see createProxyStateBuilder), valid while the context is the same. */
@@ -132,12 +127,8 @@ export function createIptablesRenderCache(): IptablesRenderCache {
 
 function renderServicePort(sp: ProxyServicePort, ctx: RenderContext): IptablesServiceFragment {
   const { P, top, withComments, ifLocal, ifNotLocal, markMasq } = ctx;
-  const fNodePorts: string[] = [];
-  const fServices: string[] = [];
-  const fExternal: string[] = [];
-  const fFirewall: string[] = [];
-  const nServices: string[] = [];
-  const nNodePorts: string[] = [];
+  const lines = topLines();
+  const { fNodePorts, fServices, fExternal, fFirewall, nServices, nNodePorts } = lines;
   const p = sp.protocol;
   const proto = `-m ${p} -p ${p}`;
   const key = sp.key;
@@ -247,7 +238,7 @@ function renderServicePort(sp: ProxyServicePort, ctx: RenderContext): IptablesSe
     const affinity = sp.affinityTimeoutSeconds > 0 ? ` -m recent --name ${sep} --set` : '';
     rules.push(`-A ${sep}${comment}${affinity} ${proto} -j DNAT --to-destination ${ep.address}`);
   }
-  return { chains, rules, top: { fNodePorts, fServices, fExternal, fFirewall, nServices, nNodePorts } };
+  return { chains, rules, top: lines };
 }
 
 function section(table: string, chains: Iterable<string>, rules: readonly string[][], tail: readonly string[] = []): string {
