@@ -27,7 +27,7 @@ import { openGrpcStream } from './h2-client.ts';
 const LAYERS = ['tcp', 'tls', 'grpc-plaintext', 'grpc-mtls'] as const;
 type Layer = (typeof LAYERS)[number];
 /** The client of the gRPC mTLS steps: grpc-js's, or Node's HTTP/2 client with the framing by hand (h2-client.ts, as the benchmark's simulated agents). */
-type ClientKind = 'http2' | 'grpc-js';
+export type ClientKind = 'http2' | 'grpc-js';
 /** How the gRPC server serves the stream (CPU rounds). */
 const PATHS = ['duplex', 'duplex-no-channelz', 'node-stream-no-channelz'] as const;
 type StreamPath = (typeof PATHS)[number];
@@ -250,6 +250,43 @@ async function inFreshProcess(args: string[]): Promise<unknown> {
   });
 }
 
+/** A CA, a server and a client credential for the floor's steps, in `dir`; returns the file. */
+async function writePki(dir: string): Promise<string> {
+  const ca = await openCertificateAuthority(join(dir, 'pki'), ['127.0.0.1']);
+  const client = await ca.issueAdmin();
+  const pkiFile = join(dir, 'pki.json');
+  writeFileSync(pkiFile, JSON.stringify({ caPem: ca.caPem, server: ca.server, client }));
+  return pkiFile;
+}
+
+/** One CPU step's result (cpuRounds). */
+export interface FloorRounds {
+  path: StreamPath;
+  connections: number;
+  client: ClientKind;
+  clientProcesses: number;
+  rounds: number;
+  serverCpuUsPerAgentMessage: number;
+  clientCpuUsPerAgentMessage: number;
+  roundP50Ms: number;
+  roundP99Ms: number;
+}
+
+/**
+ * The control benchmark's anchor, in its own run: `rounds` fan-outs of one message to `n` bare
+ * grpc-js mTLS streams served as the control service serves node streams, clients in `procs`
+ * processes, no weft code — what the transport alone takes for "change → all ACKed" on this machine.
+ * Must be called from the bench bundle (the step runs in a fresh process of it).
+ */
+export async function floorRounds(n: number, rounds: number, procs: number, clientKind: ClientKind): Promise<FloorRounds> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-floor-'));
+  try {
+    return (await inFreshProcess(['floor-cpu', 'node-stream-no-channelz', String(n), String(rounds), String(procs), await writePki(dir), clientKind])) as FloorRounds;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function runFloor(argv: string[]): Promise<void> {
   if (argv[0] === 'floor-clients') return connectAll(argv[1] as Layer, Number(argv[2]), Number(argv[3]), JSON.parse(readFileSync(argv[4], 'utf8')) as Pki, argv[5] as ClientKind);
   if (argv[0] === 'floor-measure') return measure(argv[1] as Layer, Number(argv[2]), Number(argv[3]), argv[4], argv[5] as ClientKind);
@@ -267,10 +304,7 @@ export async function runFloor(argv: string[]): Promise<void> {
   if (serverOptions !== undefined) process.env[SERVER_OPTIONS_ENV] = JSON.stringify(JSON.parse(serverOptions));
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-floor-'));
   try {
-    const ca = await openCertificateAuthority(join(dir, 'pki'), ['127.0.0.1']);
-    const client = await ca.issueAdmin();
-    const pkiFile = join(dir, 'pki.json');
-    writeFileSync(pkiFile, JSON.stringify({ caPem: ca.caPem, server: ca.server, client }));
+    const pkiFile = await writePki(dir);
     const runs: [Layer, number][] = [...LAYERS.map((l): [Layer, number] => [l, 0]), ['grpc-mtls', messageBytes]];
     // Each step in a fresh process, with this process's environment (allocator tunables included).
     const memory: unknown[] = [];

@@ -8,6 +8,7 @@
 //                              [--changes 30] [--warmup-changes 10] [--per-connection 1] [--large-writes 4]
 //                              [--profile FILE]  (a V8 CPU profile of this process over the change phase)
 //                              [--heap-profile FILE]  (a sampling heap profile of the same phase, collected objects included)
+//                              [--no-anchor]  (skip the bare grpc-js fan-out measured after the service stops)
 //   node bench/run.mjs control --floor [--connections 300] [--message-bytes 2000000]   (floor.ts)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -18,7 +19,7 @@ import { Session } from 'node:inspector/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { runAgents } from './agents.ts';
-import { runFloor } from './floor.ts';
+import { floorRounds, runFloor, type ClientKind } from './floor.ts';
 import { createControlServer } from '../../mesh-control/server.ts';
 import { createEmbeddedStore } from '../../mesh-control/store/index.ts';
 import type { ClusterObject } from '../../mesh-control/model/types.ts';
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
   const WARMUP_CHANGES = arg('warmup-changes', 10);
   const PER_CONNECTION = arg('per-connection', 1);
   const LARGE_WRITES = arg('large-writes', 4);
-  const AGENT_CLIENT = flag('agent-client') ?? 'http2';
+  const AGENT_CLIENT = (flag('agent-client') ?? 'http2') as ClientKind;
   if (AGENT_CLIENT !== 'http2' && AGENT_CLIENT !== 'grpc-js') throw new Error(`--agent-client must be http2 or grpc-js, not ${AGENT_CLIENT}`);
   if (AGENT_CLIENT === 'http2' && PER_CONNECTION !== 1) throw new Error('--per-connection needs --agent-client grpc-js (the HTTP/2 client opens one connection per agent)');
   const FRONT = (flag('front') ?? 'none') as 'none' | 'haproxy';
@@ -235,6 +236,15 @@ async function main(): Promise<void> {
     }
     admin.close();
 
+    // The anchor, in this run with the service and its agents gone: the same fan-out and ACKs over
+    // bare grpc-js mTLS streams, no weft code (floor.ts), as many rounds as measured changes.
+    for (const c of children) {
+      c.removeAllListeners('exit');
+      c.kill('SIGTERM');
+    }
+    await server.stop();
+    const anchor = process.argv.includes('--no-anchor') ? undefined : await floorRounds(AGENTS, CHANGES, PROCS, AGENT_CLIENT);
+
     const result = {
       config: { agents: AGENTS, procs: PROCS, front: FRONT, frontThreads: FRONT_THREADS, agentClient: AGENT_CLIENT, agentsPerConnection: PER_CONNECTION, services: SERVICES, endpointsPerService: ENDPOINTS, changes: CHANGES, warmupChanges: WARMUP_CHANGES, debounceMs: 10, largeWrites: LARGE_WRITES, changesDuringSync: tickles },
       targets: TARGETS,
@@ -259,7 +269,9 @@ async function main(): Promise<void> {
         Object.entries({ rssBeforeWarmup: beforeWarmup.rss, externalBeforeWarmup: beforeWarmup.external, rssBefore: before.rss, rssPeakDuringSync: peakRss, rssIdle: idle.rss, heapTotalBefore: before.heapTotal, heapTotalIdle: idle.heapTotal, externalBefore: before.external, externalIdle: idle.external }).map(([k, v]) => [k, Math.round(v / 2 ** 20)]),
       ),
       agentProcessRssMiB,
-      note: 'latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
+      anchor,
+      p99VsAnchor: anchor ? +(pct(latencies, 99) / anchor.roundP99Ms).toFixed(2) : undefined,
+      note: 'anchor: one 1,200-byte message to as many bare grpc-js mTLS streams and all ACKs, no weft code, clients as the agents, after the measurement in the same run; latency: Apply sent (admin gRPC, embedded store fsync) → last agent ACK at or above the stored revision, agent clocks; one server process, agents in separate processes on the same 2 cores',
     };
     // --out DIR keeps trial runs away from the committed results.
     const out = flag('out') ?? 'bench/results';
@@ -272,6 +284,7 @@ async function main(): Promise<void> {
       { figure: 'all agents synced (ms)', value: result.allAgentsSyncedMs, target: '—' },
       { figure: 'change → all ACKed p50 (ms)', value: result.changeToAllAckedMs.p50, target: '—' },
       { figure: 'change → all ACKed p99 (ms)', value: result.changeToAllAckedMs.p99, target: `≤ ${TARGETS.changeToAllAckedP99Ms} ${ok(result.changeToAllAckedMs.p99, TARGETS.changeToAllAckedP99Ms)}` },
+      ...(anchor ? [{ figure: 'anchor: bare grpc-js fan-out + ACKs p50 / p99 (ms)', value: `${anchor.roundP50Ms} / ${anchor.roundP99Ms}`, target: '—' }, { figure: 'change → all ACKed p99 / anchor p99', value: result.p99VsAnchor, target: '—' }] : []),
       { figure: 'first changes after the sync p50 / max (ms)', value: result.coldChangeToAllAckedMs ? `${result.coldChangeToAllAckedMs.p50} / ${result.coldChangeToAllAckedMs.max}` : '—', target: '—' },
       { figure: 'control service CPU per change (ms)', value: result.serverCpuMsPerChange, target: '—' },
       { figure: '… of it on the main thread (ms)', value: result.serverMainThreadCpuMsPerChange, target: '—' },
@@ -282,7 +295,6 @@ async function main(): Promise<void> {
       { figure: 'heap per idle agent (KiB)', value: result.memoryPerIdleAgentKiB.heapUsed, target: '—' },
       { figure: 'server RSS peak during sync (MiB)', value: result.serverMiB.rssPeakDuringSync, target: '—' },
     ]);
-    await server.stop();
   } finally {
     for (const c of children) {
       c.removeAllListeners('exit');
